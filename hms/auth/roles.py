@@ -1,0 +1,28 @@
+"""The roles of HMS. A BPMN lane name maps to one of these (see `role_for_lane`)."""
+
+from __future__ import annotations
+
+ROLES: dict[str, str] = {
+    "reception": "Reception",
+    "nurse": "Nurse",
+    "doctor": "Doctor",
+    "lab_technician": "Lab Technician",
+    "pathologist": "Pathologist",
+    "pharmacist": "Pharmacist",
+    "cashier": "Cashier",
+    "finance_manager": "Finance Manager",
+    "department_head": "Department Head",
+    "housekeeping": "Housekeeping",
+    "admin": "Administrator",
+}
+
+ALL_ROLES = frozenset(ROLES)
+CLINICIANS = frozenset({"doctor", "nurse", "lab_technician", "pathologist", "pharmacist"})
+
+
+def role_for_lane(lane_name: str | None) -> str | None:
+    """'Lab Technician', 'lab_technician' and 'lab technician' all name the lab_technician role."""
+    if not lane_name:
+        return None
+    key = lane_name.strip().lower().replace(" ", "_").replace("-", "_")
+    return key if key in ROLES else None

@@ -1,0 +1,1 @@
+"""Master patient index models (being written)."""

@@ -1,0 +1,36 @@
+"""Jinja filters: local time display, money in PKR, ages."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    config = app.extensions["hms_config"]
+    tz = config.tz
+
+    @app.template_filter("localtime")
+    def localtime(value: datetime | None, fmt: str = "%d %b %Y %H:%M") -> str:
+        if value is None:
+            return ""
+        return value.astimezone(tz).strftime(fmt)
+
+    @app.template_filter("money")
+    def money(paisa: int | None) -> str:
+        if paisa is None:
+            return ""
+        sign = "-" if paisa < 0 else ""
+        rupees, p = divmod(abs(int(paisa)), 100)
+        return f"{sign}{config.currency} {rupees:,}.{p:02d}"
+
+    @app.template_filter("dmy")
+    def dmy(value: date | None) -> str:
+        return value.strftime("%d %b %Y") if value else ""
+
+    @app.context_processor
+    def _globals():
+        from hms.web.nav import nav_items
+
+        return {"nav_items": nav_items, "hms_currency": config.currency}
