@@ -24,7 +24,11 @@ BLUEPRINTS = (
     "hms.auth.routes",
     "hms.patients.routes",
     "hms.web.audit_routes",
+    "hms.workflow.routes",
 )
+
+# Modules whose import registers service-task operations (see hms.workflow.operations).
+OPERATION_MODULES: tuple[str, ...] = ()
 
 _MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 _DEV_SECRET = "hms-development-only-secret-key-not-for-production"
@@ -43,7 +47,8 @@ class HmsFlask(Flask):
         return rv
 
 
-def create_app(config: Config | None = None, database: Database | None = None) -> Flask:
+def create_app(config: Config | None = None, database: Database | None = None, *,
+               sync_pathways: bool = True) -> Flask:
     config = config or Config.from_env()
     logging.basicConfig(level=config.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -68,6 +73,9 @@ def create_app(config: Config | None = None, database: Database | None = None) -
     import_all_models()
     db = database or Database(config)
     app.extensions["hms_db"] = db
+    from hms import jobs
+
+    jobs.init(config, db)
 
     from hms.auth import wiring
     from hms.web import errors, filters
@@ -85,7 +93,25 @@ def create_app(config: Config | None = None, database: Database | None = None) -
     register_cli(app)
     if config.is_production:
         _refuse_demo_accounts(db)
+    if sync_pathways:
+        prepare_workflows(config, db)
     return app
+
+
+def prepare_workflows(config: Config, db: Database) -> None:
+    """Register operations and the lint, then publish shipped pathways that are new or changed."""
+    from hms.workflow import lint, messages, operations, specs  # noqa: F401 (messages registers its job)
+
+    operations.register_domain_operations(OPERATION_MODULES)
+    lint.register(config.forms_dir)
+    try:
+        with db.transaction() as session:
+            published = specs.sync_shipped(session, config.workflows_dir)
+    except (OperationalError, ProgrammingError):
+        logging.getLogger(__name__).warning("workflow tables missing: run `hms db upgrade`")
+        return
+    for row in published:
+        logging.getLogger(__name__).info("published shipped pathway %s v%s", row.key, row.version)
 
 
 def _refuse_demo_accounts(db: Database) -> None:

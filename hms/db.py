@@ -201,8 +201,10 @@ MODEL_MODULES = (
     "hms.org.models",
     "hms.auth.models",
     "hms.audit",
+    "hms.jobs",
     "hms.patients.models",
     "wards.models",
+    "hms.workflow.models",
 )
 
 
