@@ -25,10 +25,19 @@ BLUEPRINTS = (
     "hms.patients.routes",
     "hms.web.audit_routes",
     "hms.workflow.routes",
+    "departments.opd.routes",
+    "departments.lab.routes",
+    "inventory.routes",
+    "finance.routes",
 )
 
 # Modules whose import registers service-task operations (see hms.workflow.operations).
-OPERATION_MODULES: tuple[str, ...] = ()
+OPERATION_MODULES: tuple[str, ...] = (
+    "departments.opd.operations",
+    "departments.lab.operations",
+    "inventory.operations",
+    "finance.operations",
+)
 
 _MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 _DEV_SECRET = "hms-development-only-secret-key-not-for-production"

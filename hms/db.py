@@ -205,6 +205,11 @@ MODEL_MODULES = (
     "hms.patients.models",
     "wards.models",
     "hms.workflow.models",
+    "hms.settings",
+    "departments.opd.models",
+    "departments.lab.models",
+    "inventory.models",
+    "finance.models",
 )
 
 

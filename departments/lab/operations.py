@@ -1,0 +1,1 @@
+"""Service-task operations of lab (registered as lab.<verb>)."""

@@ -1,0 +1,1 @@
+"""Service-task operations of opd (registered as opd.<verb>)."""

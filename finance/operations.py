@@ -1,0 +1,1 @@
+"""Service-task operations of finance (registered as finance.<verb>)."""

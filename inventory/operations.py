@@ -1,0 +1,1 @@
+"""Service-task operations of inventory (registered as inventory.<verb>)."""
