@@ -21,8 +21,9 @@ class User(Base):
     full_name: Mapped[str] = mapped_column(String(120))
     password_hash: Mapped[str] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(default=True)
-    # Rotated on password reset and deactivation: old sessions stop working at once.
-    session_token: Mapped[str] = mapped_column(String(64))
+    # Rotated on logout, password reset and deactivation: old sessions stop working at once.
+    # Unique (hence indexed): every browser request looks its user up by it.
+    session_token: Mapped[str] = mapped_column(String(64), unique=True)
     is_demo: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_login_at: Mapped[datetime | None]

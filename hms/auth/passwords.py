@@ -10,6 +10,8 @@ _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("hms-timing-equaliser")
 
 MIN_LENGTH = 8
+# Long passphrases are welcome; the cap only stops megabyte "passwords" costing hash time.
+MAX_LENGTH = 256
 
 
 def hash_password(password: str) -> str:
@@ -31,6 +33,8 @@ def password_problem(password: str, username: str = "") -> str | None:
     """Why a new password is refused, or None."""
     if len(password) < MIN_LENGTH:
         return f"Use at least {MIN_LENGTH} characters."
+    if len(password) > MAX_LENGTH:
+        return f"Use at most {MAX_LENGTH} characters."
     if username and password.lower() == username.lower():
         return "The password must differ from the username."
     return None

@@ -20,7 +20,7 @@ from __future__ import annotations
 from functools import wraps
 from typing import Callable
 
-from flask import current_app, g, redirect, request, url_for
+from flask import g, redirect, request, url_for
 from flask_login import current_user
 from flask_principal import Need, Permission, RoleNeed
 
@@ -68,6 +68,10 @@ def _deny_anonymous():
         if expired:
             raise Unauthorized("Your session ended after a period of inactivity; log in again.",
                                code="session_expired")
+        if g.get("hms_bad_token", False):
+            # Tell an integration its credential is dead, not merely missing.
+            raise Unauthorized("The API token is not valid, was revoked, or its account is deactivated.",
+                               code="invalid_token")
         raise Unauthorized("Please log in.", code="login_required")
     args = {"next": request.full_path.rstrip("?")}
     if expired:
@@ -115,3 +119,7 @@ def require_scope(kind: str, scope_id: int | None) -> None:
 
 def declared_permission(view_func) -> str | None:
     return getattr(view_func, "_hms_permission", None)
+
+
+# The auth package's own permission: managing accounts, roles, scopes and API tokens.
+USERS_MANAGE = define("auth.users.manage", "admin")

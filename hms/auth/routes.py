@@ -1,37 +1,46 @@
-"""Login, logout and the current user (HTML and JSON)."""
+"""Login, logout, the current user and the role list (HTML and JSON).
+
+The app registers `hms.auth.routes.bp`. The account administration views live in
+admin_api.py (JSON) and admin_pages.py (HTML); importing them here attaches them to the
+same blueprint, so their endpoints are `auth.*` too (e.g. `auth.users_page`).
+"""
 
 from __future__ import annotations
 
 from urllib.parse import urlparse
 
-from flask import Blueprint, flash, g, jsonify, redirect, render_template, request, url_for
+from flask import flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 
+from hms.auth import admin_api, admin_pages  # noqa: F401  (they attach their views to bp)
 from hms.auth import services
+from hms.auth.blueprint import bp
 from hms.auth.permissions import AUTHENTICATED, public, requires
+from hms.auth.schemas import LoginIn, roles_json, user_out
 from hms.auth.wiring import end_session, start_session
 from hms.errors import HmsError
 from hms.web.context import client_ip, current_actor, db_session, json_body
 
-bp = Blueprint("auth", __name__, template_folder="templates")
-
-
-def user_json(user) -> dict:
-    return {
-        "id": user.id,
-        "username": user.username,
-        "full_name": user.full_name,
-        "roles": sorted(user.role_names),
-        "department_ids": sorted(user.department_ids),
-        "ward_ids": sorted(user.ward_ids),
-        "active": user.active,
-    }
+__all__ = ["bp"]
 
 
 def _safe_next(target: str | None) -> str:
-    if target and urlparse(target).netloc == "" and target.startswith("/") and not target.startswith("//"):
+    """`target` when it is a path on this site, else the home page (no open redirect).
+
+    Backslashes and control characters are refused because browsers read `/\\evil.com`
+    as `//evil.com`, another host.
+    """
+    if (target and target.startswith("/") and not target.startswith("//")
+            and "\\" not in target and target.isprintable() and urlparse(target).netloc == ""):
         return target
     return url_for("web.home")
+
+
+def _end_own_sessions() -> None:
+    """Log the current browser out and end the user's other browser sessions too."""
+    if not current_user.via_token:
+        services.logout(db_session(), current_actor(), current_user.user)
+    end_session()
 
 
 @bp.get("/login")
@@ -61,7 +70,7 @@ def login_submit():
 @bp.post("/logout")
 @requires(AUTHENTICATED)
 def logout_page():
-    end_session()
+    _end_own_sessions()
     flash("You have logged out.")
     return redirect(url_for("auth.login_page"))
 
@@ -69,25 +78,32 @@ def logout_page():
 @bp.post("/api/v1/auth/login")
 @public
 def api_login():
-    data = json_body()
+    data = LoginIn().load(json_body())
     try:
-        user = services.authenticate(db_session(), str(data.get("username", "")),
-                                     str(data.get("password", "")), client_ip())
+        user = services.authenticate(db_session(), data["username"], data["password"], client_ip())
     except HmsError:
-        db_session().commit()
+        db_session().commit()  # keep the failed attempt for the lockout count
         raise
     start_session(user)
-    return jsonify({"user": user_json(user)})
+    return jsonify({"user": user_out.dump(user)})
 
 
 @bp.post("/api/v1/auth/logout")
 @requires(AUTHENTICATED)
 def api_logout():
-    end_session()
-    return jsonify({"logged_out": True})
+    """End the browser session. A bearer token is not a session: revoke it to end it."""
+    via_token = current_user.via_token
+    _end_own_sessions()
+    return jsonify({"logged_out": not via_token})
 
 
 @bp.get("/api/v1/auth/me")
 @requires(AUTHENTICATED)
 def api_me():
-    return jsonify({"user": user_json(current_user.user), "via_token": current_user.via_token})
+    return jsonify({"user": user_out.dump(current_user.user), "via_token": current_user.via_token})
+
+
+@bp.get("/api/v1/roles")
+@requires(AUTHENTICATED)
+def api_roles():
+    return jsonify({"roles": roles_json()})

@@ -54,7 +54,10 @@ def _load_user_from_bearer(req):
     from hms.auth.services import user_for_token
 
     user = user_for_token(db_session(), header[len("Bearer "):].strip())
-    return LoginUser(user, via_token=True) if user else None
+    if user is None:
+        g.hms_bad_token = True  # the 401 then says the token is dead, not just absent
+        return None
+    return LoginUser(user, via_token=True)
 
 
 @principal.identity_loader
@@ -74,13 +77,15 @@ def _identity_from_login():
 
 
 def start_session(user) -> None:
-    session.clear()
+    """Log `user` in on this browser: a fresh cookie session holding the session token."""
+    session.clear()  # nothing from before the login carries over
     login_user(LoginUser(user))
     session.permanent = True
     session["last_seen"] = int(time.time())
 
 
 def end_session() -> None:
+    """Forget the login on this browser (the caller rotates the token to end it everywhere)."""
     logout_user()
     session.clear()
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, jsonify, make_response, render_template, request
 from flask_wtf.csrf import CSRFError
 from marshmallow import ValidationError
 from sqlalchemy.exc import IntegrityError, OperationalError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from hms.errors import HmsError
 from hms.web.context import mark_failed
@@ -73,7 +73,11 @@ def init_app(app: Flask) -> None:
     def _http_error(err: HTTPException):
         status = err.code or 500
         code, message = _HTTP_CODES.get(status, ("http_error", err.description or "Error"))
-        return render_error(status, code, message)
+        resp = make_response(render_error(status, code, message))
+        if isinstance(err, MethodNotAllowed) and err.valid_methods:
+            # HTTP requires a 405 to say which methods the address does accept.
+            resp.headers["Allow"] = ", ".join(sorted(err.valid_methods))
+        return resp
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception):
