@@ -69,16 +69,31 @@ def _int_or_none(value) -> int | None:
 
 
 def _form_values(session: Session, form_key: str | None, task) -> dict | None:
-    if not form_key:
-        return None
-    from hms.workflow.taskforms import field_names
+    """Prefill: the form's fields found in task data, plus `_context`: the variables named by
+    the task's `show` property (e.g. allergy alerts from an earlier step)."""
+    values: dict = {}
+    if form_key:
+        from hms.workflow.taskforms import field_names
 
-    try:
-        names = field_names(session, form_key)
-    except Exception:  # an unknown form shows as an error on the task page, not here
-        return None
-    values = {n: task.data[n] for n in names if n in task.data}
+        try:
+            names = field_names(session, form_key)
+        except Exception:  # an unknown form shows as an error on the task page, not here
+            names = []
+        values = {n: task.data[n] for n in names if n in task.data}
+    shown = [n.strip() for n in str(_properties(task).get("show", "")).split(",") if n.strip()]
+    context = {n: task.data[n] for n in shown if n in task.data}
+    if context:
+        values["_context"] = context
     return values or None
+
+
+def _scope(task) -> tuple[int | None, int | None]:
+    """(ward_id, department_id) from task data, as the task's `scope` property allows:
+    auto (both, default), ward, department, or none (a service lane such as the cashier)."""
+    scope = str(_properties(task).get("scope", "auto")).strip().lower()
+    ward = _int_or_none(task.data.get("ward_id")) if scope in ("auto", "ward") else None
+    dept = _int_or_none(task.data.get("department_id")) if scope in ("auto", "department") else None
+    return ward, dept
 
 
 def _new_item(session: Session, instance: ProcessInstance, task, now: datetime) -> WorkItem:
@@ -87,16 +102,17 @@ def _new_item(session: Session, instance: ProcessInstance, task, now: datetime) 
     ext = getattr(spec, "extensions", None) or {}
     role = role_for_lane(getattr(spec, "lane", None)) or "admin"
     form_key = props.get("formKey")
+    ward_id, department_id = _scope(task)
+    assignee = _int_or_none(_evaluated(props.get("assign_to"), task)) if props.get("assign_to") else None
     return WorkItem(
         instance_id=instance.id, task_guid=str(task.id), task_name=spec.bpmn_id or spec.name,
         title=(spec.bpmn_name or spec.bpmn_id or spec.name)[:200],
         instructions=ext.get("instructionsForEndUser"), form_key=form_key,
         form_values=_form_values(session, form_key, task),
-        pathway_key=instance.pathway_key, role=role,
-        ward_id=_int_or_none(task.data.get("ward_id")),
-        department_id=_int_or_none(task.data.get("department_id")),
+        pathway_key=instance.pathway_key, role=role, ward_id=ward_id, department_id=department_id,
         patient_id=instance.patient_id, priority=_priority(task), due_at=_due_at(task, now),
-        status="open", created_at=now)
+        status="claimed" if assignee else "open", claimed_by_id=assignee,
+        claimed_at=now if assignee else None, created_at=now)
 
 
 def sync_work_items(session: Session, instance: ProcessInstance, wf: BpmnWorkflow) -> int:
