@@ -102,17 +102,18 @@ def create_app(config: Config | None = None, database: Database | None = None, *
     register_cli(app)
     if config.is_production:
         _refuse_demo_accounts(db)
-    if sync_pathways:
-        prepare_workflows(config, db)
+    prepare_workflows(config, db, sync=sync_pathways)
     return app
 
 
-def prepare_workflows(config: Config, db: Database) -> None:
-    """Register operations and the lint, then publish shipped pathways that are new or changed."""
+def prepare_workflows(config: Config, db: Database, *, sync: bool = True) -> None:
+    """Register operations and the lint, then (sync) publish shipped pathways that are new or changed."""
     from hms.workflow import lint, messages, operations, specs  # noqa: F401 (messages registers its job)
 
     operations.register_domain_operations(OPERATION_MODULES)
     lint.register(config.forms_dir)
+    if not sync:
+        return
     try:
         with db.transaction() as session:
             published = specs.sync_shipped(session, config.workflows_dir)

@@ -78,9 +78,23 @@ def _clean_tables(request):
 
 @pytest.fixture
 def app(config, database):
+    """The app without publishing workflows/ (each test starts from empty tables; tests of the
+    shipped pathways ask for `shipped_pathways`)."""
     from hms.app import create_app
 
-    return create_app(config, database)
+    return create_app(config, database, sync_pathways=False)
+
+
+@pytest.fixture
+def shipped_pathways(app, config, database):
+    """Publish the pathways in workflows/ as a fresh install does at start-up."""
+    from hms.app import prepare_workflows
+
+    prepare_workflows(config, database, sync=True)
+    from hms.workflow import specs
+
+    with database.transaction(readonly=True) as s:
+        return {v.key: v.version for v in specs.list_versions(s)}
 
 
 @pytest.fixture
