@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 
-.PHONY: run test bench install install-dev migrate demo clean
+.PHONY: run test bench ci install install-dev migrate demo clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -37,5 +37,9 @@ test: install-dev
 bench: install-dev
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
+# What CI runs: services, then `make test` on SQLite and on PostgreSQL (see .ci/run).
+ci:
+	bash .ci/run
+
 clean:
-	rm -rf $(VENV) instance/*.db .pytest_cache
+	rm -rf $(VENV) instance/*.db .pytest_cache test-artifacts
