@@ -29,6 +29,7 @@ BLUEPRINTS = (
     "departments.lab.routes",
     "inventory.routes",
     "finance.routes",
+    "journeys.opd",
 )
 
 # Modules whose import registers service-task operations (see hms.workflow.operations).
@@ -79,6 +80,12 @@ def create_app(config: Config | None = None, database: Database | None = None, *
         TESTING=config.env == "test",
     )
     app.extensions["hms_config"] = config
+    if config.trusted_proxies:
+        # Behind nginx: take the client address from X-Forwarded-For, so the audit log and
+        # the login lockout see the workstation, not the proxy.
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.trusted_proxies, x_proto=config.trusted_proxies)
     import_all_models()
     db = database or Database(config)
     app.extensions["hms_db"] = db

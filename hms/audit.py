@@ -84,6 +84,24 @@ class AuditHead(Base):
     hash: Mapped[str] = mapped_column(String(64), default=GENESIS)
 
 
+# Column widths of AuditLog; a longer value would be cut by SQLite and refused by PostgreSQL.
+_LIMITS = {"actor_name": 60, "action": 60, "entity_type": 60, "entity_id": 60, "ip": 64}
+
+
+def _canonical_detail(detail: dict | None) -> dict | None:
+    """The detail exactly as the JSON column will give it back.
+
+    The hash is computed over this form, so a date or Decimal in `detail` is stored as the
+    same string that was hashed (instead of being hashed as one thing and stored as another,
+    or failing in the JSON column), and tuples come back as the lists they were hashed as.
+    """
+    if detail is None:
+        return None
+    if not isinstance(detail, dict):
+        raise TypeError("audit detail must be a dict of ids, field names and codes")
+    return json.loads(json.dumps(detail, default=str))
+
+
 def _digest(key: bytes, row: dict, prev_hash: str) -> str:
     payload = json.dumps(
         [row["seq"], row["at"].isoformat(), row["actor_id"], row["actor_name"], row["action"],
@@ -96,8 +114,12 @@ def _lock_head(session: Session) -> AuditHead:
     dialect = session.get_bind().dialect.name
     ins = (postgresql if dialect == "postgresql" else sqlite).insert(AuditHead)
     session.execute(ins.values(id=1, seq=0, hash=GENESIS).on_conflict_do_nothing(index_elements=["id"]))
+    # populate_existing: a head object left in this session's identity map by an earlier
+    # transaction must be overwritten with the row just locked, or we would chain onto a
+    # stale hash and reuse a sequence number.
     return session.execute(
         select(AuditHead).where(AuditHead.id == 1).with_for_update()
+        .execution_options(populate_existing=True)
     ).scalar_one()
 
 
@@ -110,19 +132,21 @@ def record(session: Session, actor: Actor, action: str, entity_type: str,
     change commit (or roll back) together.
     """
     key = config_of(session).effective_audit_key
-    head = _lock_head(session)
     row = {
-        "seq": head.seq + 1,
-        "at": utcnow(),
-        "actor_id": actor.user_id,
+        "actor_id": None if actor.user_id is None else int(actor.user_id),
         "actor_name": actor.username,
         "action": action,
         "entity_type": entity_type,
         "entity_id": None if entity_id is None else str(entity_id),
-        "patient_id": patient_id,
+        # int(): an id given as "5" is stored as 5 and must be hashed as 5 too
+        "patient_id": None if patient_id is None else int(patient_id),
         "ip": actor.ip,
-        "detail": detail,
+        "detail": _canonical_detail(detail),
     }
+    _check_lengths(row)  # before taking the chain lock: a bad call should not hold it
+    head = _lock_head(session)
+    # The time is taken under the lock, so `at` never goes backwards as seq goes up.
+    row.update(seq=head.seq + 1, at=utcnow())
     digest = _digest(key, row, head.hash)
     entry = AuditLog(**row, prev_hash=head.hash, hash=digest)
     session.add(entry)
@@ -132,42 +156,123 @@ def record(session: Session, actor: Actor, action: str, entity_type: str,
     return entry
 
 
+def _check_lengths(row: dict) -> None:
+    """Refuse values wider than their column (a programming error, not user input)."""
+    for name, limit in _LIMITS.items():
+        value = row[name]
+        if value is not None and len(value) > limit:
+            raise ValueError(f"audit {name} is longer than {limit} characters")
+
+
 @dataclass
 class VerifyResult:
+    """The outcome of `verify`: rows that verified, and the first bad row when not ok."""
+
     ok: bool
     rows_checked: int
     first_bad_seq: int | None = None
     first_bad_id: int | None = None
     problem: str | None = None
 
+    @property
+    def summary(self) -> str:
+        """One line for people: the CLI and the audit page print it."""
+        if self.ok:
+            return f"audit chain OK: {self.rows_checked} rows verified"
+        where = "at the chain head" if self.first_bad_seq is None else f"at seq {self.first_bad_seq}"
+        if self.first_bad_id is not None:
+            where += f" (row id {self.first_bad_id})"
+        return f"audit chain BROKEN {where}: {self.problem}; {self.rows_checked} rows verified before it"
+
+
+_ROW_COLUMNS = (AuditLog.id, AuditLog.seq, AuditLog.at, AuditLog.actor_id, AuditLog.actor_name,
+                AuditLog.action, AuditLog.entity_type, AuditLog.entity_id, AuditLog.patient_id,
+                AuditLog.ip, AuditLog.detail, AuditLog.prev_hash, AuditLog.hash)
+
+
+def _rows_after(session: Session, last_seq: int | None, batch: int):
+    """The next `batch` rows in seq order, as plain rows (not ORM objects).
+
+    Plain rows bypass the session's identity map, so rows edited behind the ORM's back are
+    read as they are in the database, and a long chain does not pile up in memory.
+    The first batch has no lower bound: a forged row with seq 0 or below must be seen too.
+    """
+    stmt = select(*_ROW_COLUMNS).order_by(AuditLog.seq).limit(batch)
+    if last_seq is not None:
+        stmt = stmt.where(AuditLog.seq > last_seq)
+    return session.execute(stmt).all()
+
+
+def _read_head(session: Session) -> tuple[int, str] | None:
+    row = session.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1)).first()
+    return None if row is None else (row.seq, row.hash)
+
+
+def _check_row(key: bytes, r, expected_seq: int, prev_hash: str, checked: int) -> VerifyResult | None:
+    """The failure for row `r` if it is not the intact successor of the verified chain."""
+    if r.seq < expected_seq:
+        return VerifyResult(False, checked, r.seq, r.id,
+                            f"row seq {r.seq} comes before the start of the chain: inserted")
+    if r.seq != expected_seq:
+        return VerifyResult(False, checked, expected_seq, r.id,
+                            f"row seq {expected_seq} is missing (next found: {r.seq}): deleted")
+    if r.prev_hash != prev_hash:
+        return VerifyResult(False, checked, r.seq, r.id,
+                            "previous-hash link broken: a row was deleted, inserted or reordered")
+    data = {name: getattr(r, name) for name in
+            ("seq", "at", "actor_id", "actor_name", "action", "entity_type", "entity_id",
+             "patient_id", "ip", "detail")}
+    if not hmac.compare_digest(_digest(key, data, prev_hash), r.hash):
+        return VerifyResult(False, checked, r.seq, r.id, "row content does not match its hash: edited or forged")
+    return None
+
+
+def _check_end(checked: int, last_hash: str, head_seq: int, head_hash: str) -> VerifyResult | None:
+    """The failure when the verified chain does not end where the head says it does."""
+    if head_seq > checked:
+        return VerifyResult(False, checked, checked + 1, None,
+                            f"chain ends at seq {checked} but the head records seq {head_seq}: "
+                            "rows were deleted from the end")
+    if head_seq < checked:
+        return VerifyResult(False, checked, head_seq + 1, None,
+                            f"rows after seq {head_seq}, the last one the head records: "
+                            "inserted, or the head was rewound")
+    if head_hash != last_hash:
+        return VerifyResult(False, checked, None, None,
+                            "the head's hash does not match the last row: the head was altered")
+    return None
+
 
 def verify(session: Session, key: bytes | None = None, batch: int = 5000) -> VerifyResult:
-    """Walk the chain in seq order; report the first row that does not verify."""
+    """Walk the chain in seq order; report the first row that does not verify.
+
+    Safe while others append: the head is read only after the rows were exhausted, and
+    if it is ahead (rows committed meanwhile) the walk continues. A row and its head update
+    commit together, so once the head says N, rows up to N are visible; rows still missing
+    then were deleted from the end. Deleting the last rows *and* rewinding the head is not
+    detectable from inside the database; keep exported copies of the head for that.
+    """
     key = key or config_of(session).effective_audit_key
     prev_hash, expected_seq, checked = GENESIS, 1, 0
-    last_seq = 0
+    last_seq: int | None = None
     while True:
-        rows = session.execute(
-            select(AuditLog).where(AuditLog.seq > last_seq).order_by(AuditLog.seq).limit(batch)
-        ).scalars().all()
-        if not rows:
-            break
+        rows = _rows_after(session, last_seq, batch)
         for r in rows:
-            data = {"seq": r.seq, "at": r.at, "actor_id": r.actor_id, "actor_name": r.actor_name,
-                    "action": r.action, "entity_type": r.entity_type, "entity_id": r.entity_id,
-                    "patient_id": r.patient_id, "ip": r.ip, "detail": r.detail}
-            if r.seq != expected_seq:
-                return VerifyResult(False, checked, expected_seq, r.id,
-                                    f"row seq {expected_seq} is missing (next found: {r.seq}): deleted")
-            if r.prev_hash != prev_hash:
-                return VerifyResult(False, checked, r.seq, r.id,
-                                    "previous-hash link broken: a row was deleted, inserted or reordered")
-            if not hmac.compare_digest(_digest(key, data, prev_hash), r.hash):
-                return VerifyResult(False, checked, r.seq, r.id, "row content does not match its hash: edited")
-            prev_hash, expected_seq, checked = r.hash, expected_seq + 1, checked + 1
-            last_seq = r.seq
-    head = session.get(AuditHead, 1)
-    if head is not None and (head.seq != checked or head.hash != prev_hash):
-        return VerifyResult(False, checked, checked + 1, None,
-                            f"chain ends at seq {checked} but the head records seq {head.seq}: rows were deleted from the end")
-    return VerifyResult(True, checked)
+            failure = _check_row(key, r, expected_seq, prev_hash, checked)
+            if failure is not None:
+                return failure
+            prev_hash, expected_seq, checked, last_seq = r.hash, expected_seq + 1, checked + 1, r.seq
+        if len(rows) == batch:
+            continue
+        head = _read_head(session)
+        if head is None:
+            if checked:
+                return VerifyResult(False, checked, None, None, "the chain head row is missing: deleted")
+            return VerifyResult(True, 0)
+        head_seq, head_hash = head
+        if head_seq > checked and _rows_after(session, last_seq, 1):
+            continue  # rows were appended while we walked; verify them too
+        failure = _check_end(checked, prev_hash, head_seq, head_hash)
+        if failure is not None:
+            return failure
+        return VerifyResult(True, checked)

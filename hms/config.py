@@ -48,6 +48,7 @@ class Config:
     script_time_limit_ms: int = 500  # HMS_SCRIPT_TIME_LIMIT_MS per sandboxed evaluation
     timer_poll_seconds: int = 15  # HMS_TIMER_POLL_SECONDS (dev server thread, worker)
     log_level: str = "INFO"  # HMS_LOG_LEVEL
+    trusted_proxies: int = 0  # HMS_TRUSTED_PROXIES: reverse proxies in front (X-Forwarded-For/-Proto)
 
     @property
     def is_production(self) -> bool:
@@ -109,6 +110,8 @@ class Config:
             raise ConfigError(f"HMS_TIMEZONE {self.timezone!r} is not a known time zone") from None
         if not (1 <= self.port <= 65535):
             raise ConfigError("HMS_PORT must be between 1 and 65535")
+        if not (0 <= self.trusted_proxies <= 5):
+            raise ConfigError("HMS_TRUSTED_PROXIES must be between 0 and 5")
         for name in ("idle_timeout_minutes", "lockout_threshold", "lockout_window_minutes",
                      "max_upload_mb", "script_time_limit_ms", "timer_poll_seconds"):
             if getattr(self, name) <= 0:
