@@ -121,14 +121,19 @@ def prepare_workflows(config: Config, db: Database, *, sync: bool = True) -> Non
     lint.register(config.forms_dir)
     if not sync:
         return
+    log = logging.getLogger(__name__)
+    failures: dict[str, str] = {}
     try:
         with db.transaction() as session:
-            published = specs.sync_shipped(session, config.workflows_dir)
+            published = specs.sync_shipped(session, config.workflows_dir, failures=failures)
     except (OperationalError, ProgrammingError):
-        logging.getLogger(__name__).warning("workflow tables missing: run `hms db upgrade`")
+        log.warning("workflow tables missing: run `hms db upgrade`")
         return
     for row in published:
-        logging.getLogger(__name__).info("published shipped pathway %s v%s", row.key, row.version)
+        log.info("published shipped pathway %s v%s", row.key, row.version)
+    for key, reason in failures.items():
+        # The previous version (if any) keeps running; `hms workflows validate` shows the same.
+        log.error("shipped pathway %s was not published: %s", key, reason)
 
 
 def _refuse_demo_accounts(db: Database) -> None:

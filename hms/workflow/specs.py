@@ -228,10 +228,13 @@ def publish(session: Session, actor: Actor, key: str, xml: str, *, note: str | N
     return row
 
 
-def sync_shipped(session: Session, workflows_dir: str | Path, actor: Actor | None = None) -> list[PathwayVersion]:
+def sync_shipped(session: Session, workflows_dir: str | Path, actor: Actor | None = None,
+                 failures: dict[str, str] | None = None) -> list[PathwayVersion]:
     """Publish every shipped BPMN file that is new or differs from its latest version.
 
-    Callees are published before their callers so call activities resolve.
+    Callees are published before their callers so call activities resolve. With `failures`
+    given, a file that fails to publish is recorded there (key -> reason) inside a savepoint
+    and the others still publish; without it the first failure raises.
     """
     actor = actor or Actor.system("startup")
     files = {p.stem: p.read_text(encoding="utf-8") for p in sorted(Path(workflows_dir).glob("*.bpmn"))}
@@ -246,7 +249,16 @@ def sync_shipped(session: Session, workflows_dir: str | Path, actor: Actor | Non
         latest = session.execute(select(PathwayVersion).where(PathwayVersion.key == key)
                                  .order_by(PathwayVersion.version.desc()).limit(1)).scalar_one_or_none()
         if latest is None or latest.checksum != checksum(files[key]):
-            published.append(publish(session, actor, key, files[key], note="shipped file", source="shipped"))
+            if failures is None:
+                published.append(publish(session, actor, key, files[key], note="shipped file", source="shipped"))
+            else:
+                try:
+                    with session.begin_nested():
+                        published.append(publish(session, actor, key, files[key], note="shipped file",
+                                                 source="shipped"))
+                except (Invalid, NotFound) as err:
+                    problems = (err.fields or {}).get("problems") or []
+                    failures[key] = err.message + "".join(f"\n  {p}" for p in problems)
         done.add(key)
 
     for key in files:
