@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String, select
+from sqlalchemy import JSON, ForeignKey, Index, String, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -110,17 +110,18 @@ def _digest(key: bytes, row: dict, prev_hash: str) -> str:
     return hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()
 
 
-def _lock_head(session: Session) -> AuditHead:
-    dialect = session.get_bind().dialect.name
-    ins = (postgresql if dialect == "postgresql" else sqlite).insert(AuditHead)
-    session.execute(ins.values(id=1, seq=0, hash=GENESIS).on_conflict_do_nothing(index_elements=["id"]))
-    # populate_existing: a head object left in this session's identity map by an earlier
-    # transaction must be overwritten with the row just locked, or we would chain onto a
-    # stale hash and reuse a sequence number.
-    return session.execute(
-        select(AuditHead).where(AuditHead.id == 1).with_for_update()
-        .execution_options(populate_existing=True)
-    ).scalar_one()
+def _lock_head(session: Session) -> tuple[int, str]:
+    """Lock the chain head (one SELECT ... FOR UPDATE on the common path) and return its
+    (seq, hash). Columns, not the ORM object: a head object left in this session's identity
+    map by an earlier transaction would be stale and reuse a sequence number."""
+    stmt = select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1).with_for_update()
+    row = session.execute(stmt).first()
+    if row is None:  # first audit row ever
+        dialect = session.get_bind().dialect.name
+        ins = (postgresql if dialect == "postgresql" else sqlite).insert(AuditHead)
+        session.execute(ins.values(id=1, seq=0, hash=GENESIS).on_conflict_do_nothing(index_elements=["id"]))
+        row = session.execute(stmt).first()
+    return row.seq, row.hash
 
 
 def record(session: Session, actor: Actor, action: str, entity_type: str,
@@ -144,15 +145,14 @@ def record(session: Session, actor: Actor, action: str, entity_type: str,
         "detail": _canonical_detail(detail),
     }
     _check_lengths(row)  # before taking the chain lock: a bad call should not hold it
-    head = _lock_head(session)
+    head_seq, head_hash = _lock_head(session)
     # The time is taken under the lock, so `at` never goes backwards as seq goes up.
-    row.update(seq=head.seq + 1, at=utcnow())
-    digest = _digest(key, row, head.hash)
-    entry = AuditLog(**row, prev_hash=head.hash, hash=digest)
+    row.update(seq=head_seq + 1, at=utcnow())
+    digest = _digest(key, row, head_hash)
+    entry = AuditLog(**row, prev_hash=head_hash, hash=digest)
     session.add(entry)
-    head.seq = row["seq"]
-    head.hash = digest
-    session.flush()
+    # ORM-enabled UPDATE: also refreshes a head object this session may still hold.
+    session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=row["seq"], hash=digest))
     return entry
 
 
