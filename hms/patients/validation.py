@@ -26,7 +26,7 @@ MSG_NAME_REQUIRED = "Enter the patient's name."
 MSG_NAME_LENGTH = "Name must be 2 to 120 characters."
 MSG_NAME_LETTERS = "Name must contain letters."
 MSG_SEX = "Choose the sex: male, female or other."
-MSG_DOB_FORMAT = "Enter the date of birth as YYYY-MM-DD."
+MSG_DOB_FORMAT = "Enter the date of birth as DD-MM-YYYY, e.g. 14-03-1990."
 MSG_DOB_FUTURE = "Date of birth cannot be in the future."
 MSG_DOB_TOO_OLD = f"Date of birth cannot be more than {MAX_AGE_YEARS} years ago."
 MSG_BIRTH_REQUIRED = "Enter the date of birth, or the age in years if it is not known."
@@ -180,14 +180,27 @@ def age_years_on(date_of_birth: date, today: date) -> int:
     return today.year - date_of_birth.year - before_birthday
 
 
+_DAY_FIRST = re.compile(r"^(\d{1,2})[-/.](\d{1,2})[-/.](\d{4})$")
+
+
+def _parse_day_first_or_iso(text: str) -> date:
+    """DD-MM-YYYY (also with / or .), as staff in Pakistan write dates, or ISO YYYY-MM-DD
+    (the API). Never MM-DD: 03-04-1990 is the 3rd of April."""
+    try:
+        match = _DAY_FIRST.match(text)
+        if match:
+            day, month, year = (int(g) for g in match.groups())
+            return date(year, month, day)
+        return date.fromisoformat(text)
+    except ValueError:
+        raise FieldError(MSG_DOB_FORMAT) from None
+
+
 def parse_date_of_birth(value: Any, today: date) -> date | None:
     if value is None or value == "":
         return None
     if isinstance(value, str):
-        try:
-            value = date.fromisoformat(value.strip())
-        except ValueError:
-            raise FieldError(MSG_DOB_FORMAT) from None
+        value = _parse_day_first_or_iso(value.strip())
     if not isinstance(value, date):
         raise FieldError(MSG_DOB_FORMAT)
     if value > today:

@@ -21,7 +21,7 @@ PATIENT = {
     "relation": "D/O",
     "guardian_name": "Imran Khan",
     "sex": "female",
-    "date_of_birth": "1990-03-14",
+    "date_of_birth": "14-03-1990",  # typed day first, as receptionists write dates
     "cnic": "12345",  # wrong on purpose: 5 digits where 13 are needed
     "mobile": "0300-1234567",
     "address": "House 12, Street 4, Model Town",

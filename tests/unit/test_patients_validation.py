@@ -118,7 +118,11 @@ def test_name_length_and_letters():
 
 
 def test_birth_date_rules():
-    assert errors_of(date_of_birth="15/03/1990")["date_of_birth"] == ["Enter the date of birth as YYYY-MM-DD."]
+    # Day first, as written in Pakistan; a US-order date is refused, never read month first.
+    assert clean(date_of_birth="15/03/1990")["date_of_birth"] == date(1990, 3, 15)
+    assert clean(date_of_birth="03-04-1990")["date_of_birth"] == date(1990, 4, 3)
+    assert errors_of(date_of_birth="03/15/1990")["date_of_birth"] == \
+        ["Enter the date of birth as DD-MM-YYYY, e.g. 14-03-1990."]
     assert errors_of(date_of_birth="1890-01-01")["date_of_birth"] == \
         ["Date of birth cannot be more than 130 years ago."]
     assert errors_of(date_of_birth=None)["date_of_birth"] == \

@@ -63,7 +63,7 @@ def test_register_with_age_instead_of_birth_date(reception):
     ("mobile", "0300-12345AB", "Enter a Pakistani mobile number like 0300-1234567."),
     ("mobile", "042-35761234", "Enter a Pakistani mobile number like 0300-1234567."),
     ("date_of_birth", (date.today() + timedelta(days=5)).isoformat(), "Date of birth cannot be in the future."),
-    ("date_of_birth", "31-12-1990", "Enter the date of birth as YYYY-MM-DD."),
+    ("date_of_birth", "12-31-1990", "Enter the date of birth as DD-MM-YYYY, e.g. 14-03-1990."),
     ("name", "", "Enter the patient's name."),
     ("guardian_name", "", "Enter the father's or husband's name."),
     ("sex", "unknown", "Choose the sex: male, female or other."),
