@@ -29,6 +29,22 @@ def init_app(app: Flask) -> None:
     def dmy(value: date | None) -> str:
         return value.strftime("%d %b %Y") if value else ""
 
+    @app.template_filter("context_value")
+    def context_value(value) -> str:
+        """A task-data value for people: alerts and problems as sentences, ids left out."""
+        if isinstance(value, dict):
+            for key in ("alerts", "problems"):
+                if value.get(key):
+                    return "; ".join(str(a.get("message") or a) if isinstance(a, dict) else str(a)
+                                     for a in value[key])
+            shown = {k: v for k, v in value.items() if not k.endswith("_id") and v not in (None, "", [], {})}
+            return ", ".join(f"{k.replace('_', ' ')}: {context_value(v)}" for k, v in shown.items()) or "—"
+        if isinstance(value, list):
+            return ", ".join(context_value(v) for v in value) or "none"
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        return str(value)
+
     @app.context_processor
     def _globals():
         from hms.web.nav import nav_items
