@@ -139,6 +139,10 @@ def after_commit(session: Session, fn: Callable[[], None]) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _run_after_commit(session: Session) -> None:
+    # SQLAlchemy also fires after_commit when a SAVEPOINT is released; the outer transaction
+    # is still open then (and holds its locks), so the hooks wait for the real commit.
+    if session.in_nested_transaction():
+        return
     hooks = session.info.pop(_AFTER_COMMIT, [])
     for fn in hooks:
         try:
@@ -205,6 +209,8 @@ MODEL_MODULES = (
     "hms.patients.models",
     "wards.models",
     "hms.workflow.models",
+    "hms.workflow.editor",
+    "hms.form_versions",
     "hms.settings",
     "departments.opd.models",
     "departments.lab.models",
