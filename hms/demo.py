@@ -168,9 +168,17 @@ LOADERS: tuple[Callable[[Session], str], ...] = (
 )
 
 
+# Departments' own demo data (formulary, lab catalogue, tariffs, schedules): each module's
+# `load(session, actor) -> list[str]` is idempotent like the loaders above.
+DOMAIN_DEMOS: tuple[str, ...] = ("finance.demo", "inventory.demo", "departments.lab.demo")
+
+
 def load_demo(session: Session) -> list[str]:
-    """Load every demo area into `session` (the caller commits); one summary line each."""
-    return [loader(session) for loader in LOADERS]
+    """Load every demo area into `session` (the caller commits); summary lines."""
+    lines = [loader(session) for loader in LOADERS]
+    for module in DOMAIN_DEMOS:
+        lines += importlib.import_module(module).load(session, _actor())
+    return lines
 
 
 def login_table() -> list[str]:

@@ -1,1 +1,67 @@
-"""Service-task operations of inventory (registered as inventory.<verb>)."""
+"""Service-task operations of inventory (registered as inventory.<verb>).
+
+    inventory.check_allergies {patient_id, item_codes}            -> {"alerts", "has_alerts"}
+    inventory.dispense        {patient_id, prescription_ref, lines,
+                               partial_reason?, allergy_override_reason?} -> DispenseOutcome
+                              (a line with quantity 0 is skipped: the task form's "not now")
+    inventory.return_items    {dispense_line_id, quantity, reason} -> {"return_id", "amount_paisa"}
+
+inventory.dispense never raises for a business outcome: an allergy, stock short or more
+than prescribed comes back as {"ok": false, "problems": [...]} for a gateway to branch on.
+
+The "medicines" lookup of task forms (forms/dispense.json) has no membership validator
+from this package: hms.forms calls lookup validators with the submitted values only, no
+database session, so whether a code exists cannot be checked there. The lookup keeps its
+built-in label ("medicine"), and inventory.dispense reports a code that is not in the
+formulary as the problem "unknown_item" (the task is then shown again with the message).
+"""
+
+from __future__ import annotations
+
+from hms.workflow.operations import OperationContext, OperationError, operation
+from inventory import services
+from inventory.schemas import CheckAllergiesParams, DispenseOperationParams, ReturnParams
+
+
+def _patient_of(ctx: OperationContext, params: dict) -> int:
+    """The patient in the parameters, which must be the pathway's patient when it has one."""
+    patient_id = params["patient_id"]
+    if ctx.patient_id is not None and int(ctx.patient_id) != patient_id:
+        raise OperationError(f"patient_id {patient_id} is not the patient of this pathway ({ctx.patient_id}).")
+    return patient_id
+
+
+@operation("inventory.check_allergies", params=CheckAllergiesParams)
+def check_allergies(ctx: OperationContext, params: dict) -> dict:
+    """Allergy alerts for medicines a patient is to receive (by substance or drug class)."""
+    alerts = services.check_allergies(ctx.session, _patient_of(ctx, params), params["item_codes"])
+    return {"alerts": [dict(a) for a in alerts], "has_alerts": bool(alerts)}
+
+
+@operation("inventory.dispense", params=DispenseOperationParams)
+def dispense(ctx: OperationContext, params: dict) -> dict:
+    """Dispense against a prescription, first expiry first out; problems come back as data."""
+    patient_id = _patient_of(ctx, params)
+    # The task form lets the pharmacist set 0 for a medicine not dispensed now.
+    kept = [n for n, line in enumerate(params["lines"]) if line["quantity"] > 0]
+    lines = [params["lines"][n] for n in kept]
+    if not lines:
+        return {"ok": False, "dispense_id": None, "lines": [], "total_paisa": 0, "shortfalls": [],
+                "problems": [{"item_code": None, "code": "nothing_to_dispense",
+                              "message": "Every quantity is 0: enter what is handed to the patient."}]}
+    outcome = services.dispense(
+        ctx.session, ctx.actor, patient_id=patient_id, prescription_ref=params["prescription_ref"],
+        lines=lines, partial_reason=params.get("partial_reason"),
+        allergy_override_reason=params.get("allergy_override_reason"))
+    # "line" counts the lines passed to the service; give it back as the form's row.
+    for entry in outcome["problems"] + outcome["shortfalls"]:
+        if isinstance(entry.get("line"), int) and 0 <= entry["line"] < len(kept):
+            entry["line"] = kept[entry["line"]]
+    return dict(outcome)
+
+
+@operation("inventory.return_items", params=ReturnParams)
+def return_items(ctx: OperationContext, params: dict) -> dict:
+    """Take back dispensed units into their batch; the amount is the bill credit."""
+    return services.return_items(ctx.session, ctx.actor, dispense_line_id=params["dispense_line_id"],
+                                 quantity=params["quantity"], reason=params["reason"])

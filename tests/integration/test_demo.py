@@ -169,10 +169,12 @@ def test_fifty_patients_registered_in_order(demo, database):
 
 
 def test_summary_lines(demo):
-    assert demo == ["departments: 6 created, 0 already present",
-                    "wards: 7 created (54 beds), 0 already present",
-                    "users: 12 created, 0 already present",
-                    "patients: 50 registered, 0 already present"]
+    assert demo[:4] == ["departments: 6 created, 0 already present",
+                        "wards: 7 created (54 beds), 0 already present",
+                        "users: 12 created, 0 already present",
+                        "patients: 50 registered, 0 already present"]
+    # The departments' own demo data follows (tariffs, formulary, lab catalogue ...).
+    assert len(demo) > 4 and all(": " in line for line in demo[4:])
 
 
 # --- idempotent, audited, no personal data in the audit log ------------------------------
@@ -188,10 +190,11 @@ def test_running_twice_changes_nothing(demo, database):
     before = _snapshot(database)
     with database.transaction() as s:
         again = load_demo(s)
-    assert again == ["departments: 0 created, 6 already present",
-                     "wards: 0 created, 7 already present",
-                     "users: 0 created, 12 already present",
-                     "patients: 0 registered, 50 already present"]
+    assert again[:4] == ["departments: 0 created, 6 already present",
+                         "wards: 0 created, 7 already present",
+                         "users: 0 created, 12 already present",
+                         "patients: 0 registered, 50 already present"]
+    assert not [line for line in again[4:] if re.search(r"\b[1-9]\d* (created|added|registered)", line)]
     assert _snapshot(database) == before
 
 
@@ -217,7 +220,8 @@ def test_demo_is_audited_by_the_demo_actor_without_names_or_cnics(demo, database
         assert verify(s).ok
     with database.engine.connect() as conn:
         rows = conn.execute(text("SELECT actor_name, action, detail FROM audit_log")).all()
-    assert Counter(r.action for r in rows) == {"user.create": 12, "patient.register": 50}
+    actions = Counter(r.action for r in rows)
+    assert actions["user.create"] == 12 and actions["patient.register"] == 50
     assert {r.actor_name for r in rows} == {"demo"}
     stored = " ".join(json.dumps(r.detail) for r in rows if r.detail)
     for p in PATIENTS:
