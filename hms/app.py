@@ -25,6 +25,7 @@ BLUEPRINTS = (
     "hms.patients.routes",
     "hms.web.audit_routes",
     "hms.workflow.routes",
+    "hms.workflow.editor_routes",
     "departments.opd.routes",
     "departments.lab.routes",
     "inventory.routes",
@@ -41,6 +42,12 @@ OPERATION_MODULES: tuple[str, ...] = (
 )
 
 _MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+# API endpoints that take a BPMN XML body (the pathway editor saves drafts as XML). Like
+# JSON, application/xml and text/xml are not CORS-safelisted content types: a cross-site
+# page cannot send them without a CORS preflight, which HMS never grants, so these need no
+# CSRF token either. A plain form post (urlencoded, multipart, text/plain) is still refused.
+_XML_ENDPOINTS = {"pathways.api_put_draft"}
+_XML_TYPES = ("application/xml", "text/xml")
 _DEV_SECRET = "hms-development-only-secret-key-not-for-production"
 
 
@@ -118,6 +125,10 @@ def prepare_workflows(config: Config, db: Database, *, sync: bool = True) -> Non
     from hms.workflow import lint, messages, operations, specs  # noqa: F401 (messages registers its job)
 
     operations.register_domain_operations(OPERATION_MODULES)
+    from journeys import billing, opd as opd_journey
+
+    billing.register()
+    opd_journey.register()
     lint.register(config.forms_dir)
     if not sync:
         return
@@ -157,7 +168,8 @@ def _register_request_hooks(app: Flask) -> None:
             # JSON bodies cannot be sent cross-site without CORS, so the API needs no CSRF token.
             if request.headers.get("Authorization", "").startswith("Bearer "):
                 return
-            if request.content_length and not request.is_json:
+            if request.content_length and not request.is_json and not (
+                    request.endpoint in _XML_ENDPOINTS and request.mimetype in _XML_TYPES):
                 raise BadRequest("Send JSON with Content-Type: application/json.", code="json_required")
             if not request.content_length and request.headers.get("Content-Type", "").startswith(
                     ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain")):

@@ -170,7 +170,7 @@ LOADERS: tuple[Callable[[Session], str], ...] = (
 
 # Departments' own demo data (formulary, lab catalogue, tariffs, schedules): each module's
 # `load(session, actor) -> list[str]` is idempotent like the loaders above.
-DOMAIN_DEMOS: tuple[str, ...] = ("finance.demo", "inventory.demo", "departments.lab.demo")
+DOMAIN_DEMOS: tuple[str, ...] = ("finance.demo", "inventory.demo", "departments.lab.demo", "departments.opd.demo")
 
 
 def load_demo(session: Session) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 from sqlalchemy.orm import Session
 
+from hms import events
 from hms.audit import Actor
 from hms.auth.permissions import define, requires
 from hms.errors import Invalid
@@ -46,6 +47,22 @@ def check_in_and_start(session: Session, actor: Actor, data: dict) -> dict:
     encounter = opd.check_in(session, actor, patient_id=data["patient_id"], department_id=data["department_id"],
                              doctor_id=data.get("doctor_id"), appointment_id=data.get("appointment_id"))
     return start_visit(session, actor, encounter)
+
+
+def _start_visit_on_check_in(session: Session, actor: Actor, *, encounter, **_) -> dict:
+    return start_visit(session, actor, encounter)
+
+
+def _lab_section(session: Session, actor: Actor, *, patient_id: int, **_) -> dict:
+    from departments.lab.services import list_verified_results_for_patient
+
+    return {"lab_results": list_verified_results_for_patient(session, actor, patient_id)}
+
+
+def register() -> None:
+    """Answer OPD's check-in and clinical-record events (see hms.events)."""
+    events.subscribe("opd.checked_in", _start_visit_on_check_in)
+    events.subscribe("patient_record.sections", _lab_section)
 
 
 @bp.post("/api/v1/opd/checkins")

@@ -55,7 +55,8 @@ def lab_order() -> Process:
     p.flow("gw_entered", "enter", default=True, name="fix or finish")
     p.chain("verify", "verify_results", "gw_verified")
     p.flow("gw_verified", "review", "verify_result['verified'] == True", name="verified")
-    p.flow("gw_verified", "verify", "verify_result.get('problem') == 'same_person'", name="another pathologist")
+    p.flow("gw_verified", "verify", "verify_result.get('problem') in ('same_person', 'not_pathologist')",
+           name="another pathologist")
     p.flow("gw_verified", "enter", default=True, name="sent back")
     p.chain("review", "end")
     return p
@@ -118,7 +119,8 @@ def opd_visit() -> Process:
     p.script("dispense_lines", "List medicines to dispense", PH, "lines = consult_result['prescription_lines']")
     p.user("dispense", "Dispense medicines", PH, form="dispense", var="dispensing", scope="none", due_in="PT30M",
            show="dispense_result,allergy_check",
-           instructions="Dispense first-expiry-first-out. Short stock needs a partial-dispensing reason.")
+           instructions="Dispense first-expiry-first-out. Short stock needs a partial-dispensing reason; "
+                        "if the patient declines the medicines, set every quantity to 0 and give the reason.")
     p.service("dispense_stock", "Issue from stock", PH, op="inventory.dispense",
               params={"patient_id": "patient_id", "prescription_ref": "'encounter:' + str(encounter_id)",
                       "lines": "dispensing['lines']", "partial_reason": "dispensing.get('partial_reason')",
@@ -167,6 +169,9 @@ def opd_visit() -> Process:
     p.flow("gw_has_meds", "gw_meds_done", default=True, name="no")
     p.chain("dispense_lines", "dispense", "dispense_stock", "gw_dispensed")
     p.flow("gw_dispensed", "medicine_charges", "dispense_result['ok'] == True", name="issued")
+    p.flow("gw_dispensed", "gw_meds_done",
+           "bool(dispensing.get('partial_reason')) and all(l['quantity'] == 0 for l in dispensing['lines'])",
+           name="declined")
     p.flow("gw_dispensed", "dispense", default=True, name="problem")
     p.chain("medicine_charges", "gw_meds_done", "bill_status", "gw_settled")
     p.flow("gw_settled", "gw_paid", "bill_status['settled'] == True", name="settled")

@@ -41,7 +41,7 @@ from departments.lab.models import (ORDER_STATUSES, PRIORITIES, RANGE_SEXES,
                                     REJECTION_REASONS, RESULT_TYPES, SAMPLE_TYPES, SECTIONS,
                                     LabAnalyte, LabOrder, LabOrderItem, LabReferenceRange,
                                     LabResult, LabSample, LabSampleItem, LabTest)
-from hms import audit, jobs, settings
+from hms import audit, events, jobs, settings
 from hms.audit import Actor
 from hms.auth.models import User
 from hms.db import config_of, next_number, utcnow
@@ -444,11 +444,13 @@ def _update_order_status(session: Session, order: LabOrder) -> None:
 
 
 def cancel_item(session: Session, actor: Actor, item_id: int, reason: str) -> LabOrderItem:
-    """Cancel one test before its sample is collected (the pathway reverses its charge).
+    """Cancel one test before its sample is collected.
 
     Locks the order row. Raises Invalid without a reason; Conflict `already_cancelled`,
     or `already_collected` once a sample was taken for it. Writes the item and audit
-    "lab.item.cancel" (the reason is kept on the item, not in the audit detail).
+    "lab.item.cancel" (the reason is kept on the item, not in the audit detail), then
+    publishes the event "lab.item_cancelled" (source_ref "lab_order_item:<id>") in the same
+    transaction: the visit's bill reverses the test's charge (journeys/billing.py).
     """
     item = session.get(LabOrderItem, _as_id(item_id, "order item", "item_not_found"))
     if item is None:
@@ -472,6 +474,8 @@ def cancel_item(session: Session, actor: Actor, item_id: int, reason: str) -> La
     _update_order_status(session, order)
     audit.record(session, actor, "lab.item.cancel", "lab_order_item", item.id, patient_id=order.patient_id,
                  detail={"order_id": order.id, "test": item.test.code})
+    events.publish(session, actor, "lab.item_cancelled", source_ref=f"lab_order_item:{item.id}",
+                   reason=reason, patient_id=order.patient_id)
     return item
 
 
