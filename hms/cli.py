@@ -212,19 +212,13 @@ def _demo_logins_present(database) -> bool:
 
 def _start_timer_ticks(config, database) -> None:
     """Without Redis there is no `hms worker`, so the development server itself fires due
-    workflow timers and retries failed jobs every HMS_TIMER_POLL_SECONDS."""
+    workflow timers, retries failed jobs and runs periodic sweeps every HMS_TIMER_POLL_SECONDS."""
     if config.redis_url:
         click.echo("timers and jobs: run `hms worker` beside the server (HMS_REDIS_URL is set)")
         return
-    from hms import jobs
-    from hms.workflow import timers
-    from hms.workflow.cli import start_ticker
+    from hms.workflow.cli import background_tick, start_ticker
 
-    def tick() -> None:
-        timers.tick(database)
-        jobs.retry_failed(database)
-
-    start_ticker(tick, config.timer_poll_seconds)
+    start_ticker(lambda: background_tick(database), config.timer_poll_seconds)
     click.echo(f"timers and job retries: every {config.timer_poll_seconds}s in this process")
 
 

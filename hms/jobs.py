@@ -554,3 +554,37 @@ def _install_fork_hook() -> None:
 
     os.register_at_fork(after_in_child=_after_fork_in_child)
     _fork_hook_installed = True
+
+
+# --- periodic work ---------------------------------------------------------------------
+# Small recurring sweeps (daily reminders, ...) run by the ticker beside timers: each is
+# fn(session) in its own transaction, and must be idempotent (job keys make it so).
+
+_PERIODIC: dict[str, tuple[Callable[[Session], Any], int]] = {}
+_LAST_RUN: dict[str, datetime] = {}
+
+
+def periodic(name: str, every_seconds: int):
+    """Register fn(session) to run at most once every `every_seconds` from `run_periodic`."""
+    def decorator(fn):
+        _PERIODIC[name] = (fn, every_seconds)
+        return fn
+
+    return decorator
+
+
+def run_periodic(database: Database, now: datetime | None = None) -> dict[str, Any]:
+    """Run the periodic sweeps that are due; a failing one is logged and tried next tick."""
+    now = now or utcnow()
+    done: dict[str, Any] = {}
+    for name, (fn, every) in sorted(_PERIODIC.items()):
+        last = _LAST_RUN.get(name)
+        if last is not None and (now - last).total_seconds() < every:
+            continue
+        try:
+            with database.transaction() as session:
+                done[name] = fn(session)
+            _LAST_RUN[name] = now
+        except Exception as exc:  # one broken sweep must not stop timers or the others
+            log.error("periodic %s failed: %s", name, _describe_error(exc))
+    return done

@@ -187,3 +187,11 @@ def send_due_reminders(session: Session, today: date) -> int:
         Encounter.follow_up_date == tomorrow, Encounter.status != "left",
         Patient.mobile.is_not(None)).order_by(Encounter.id))
     return sum(1 for encounter_id in list(ids) if enqueue_reminder(session, encounter_id))
+
+
+@jobs.periodic("opd.followup_reminders", every_seconds=3600)
+def queue_tomorrows_reminders(session: Session) -> int:
+    """Hourly sweep (idempotent per encounter): queue reminders for tomorrow's follow-ups."""
+    from hms.patients.services import local_today
+
+    return send_due_reminders(session, local_today(session))

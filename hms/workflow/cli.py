@@ -147,10 +147,7 @@ def worker(burst):
 
     config, db = _database()
     jobs.init(config, db)
-
-    def tick_once():
-        timers.tick(db)
-        jobs.retry_failed(db)
+    tick_once = lambda: background_tick(db)  # noqa: E731
 
     if not config.redis_url:
         click.echo("HMS_REDIS_URL is not set: firing timers and retrying failed jobs every "
@@ -165,6 +162,17 @@ def worker(burst):
     else:
         start_ticker(tick_once, config.timer_poll_seconds)
     jobs.work(config, burst=burst)
+
+
+def background_tick(db) -> None:
+    """One round of background work: due timers, failed jobs whose backoff passed, and the
+    periodic sweeps (e.g. tomorrow's follow-up reminders)."""
+    from hms import jobs
+    from hms.workflow import timers
+
+    timers.tick(db)
+    jobs.retry_failed(db)
+    jobs.run_periodic(db)
 
 
 def start_ticker(fn, every_seconds: int) -> threading.Thread:

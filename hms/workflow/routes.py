@@ -7,7 +7,7 @@ an administrator sees and retries) is kept while the user's action is not.
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, jsonify, redirect, render_template, request, url_for
 from sqlalchemy import select
 
 from hms.auth.permissions import define, requires
@@ -274,7 +274,16 @@ def _patient_labels(session, ids) -> dict:
 def task_page(task_id):
     session, actor = db_session(), current_actor()
     item = queue.get_visible_item(session, actor, task_id)
-    return _render_task(session, actor, item, values=item.form_values or {}, errors={})
+    values = dict(item.form_values or {})
+    defn = taskforms.definition(session, item.form_key) if item.form_key else None
+    if defn is not None:
+        from hms.forms import display_values
+
+        context = values.pop("_context", None)
+        values = display_values(defn, values, current_app.extensions["hms_config"].tz)
+        if context:
+            values["_context"] = context
+    return _render_task(session, actor, item, values=values, errors={})
 
 
 def _render_task(session, actor, item, values, errors, status=200):
@@ -285,9 +294,19 @@ def _render_task(session, actor, item, values, errors, status=200):
     banner = patient_banner(session, item.patient_id) if item.patient_id else None
     instance = store.get_instance(session, item.instance_id)
     return render_template("tasks/task.html", item=item, defn=defn, fields=field_list(defn) if defn else [],
+                           lookup_urls=_lookup_urls(),
                            values=values, errors=errors, banner=banner,
                            history=instance_json(session, instance, detail=True)["history"],
                            instance=instance, now=_now()), status
+
+
+# Form lookups (see docs/forms.md) -> the endpoint answering ?q= with suggestions.
+LOOKUP_ENDPOINTS = {"icd10": "opd.api_icd10", "lab_tests": "lab.api_tests", "medicines": "inventory.api_items"}
+
+
+def _lookup_urls() -> dict[str, str]:
+    return {name: url_for(endpoint) for name, endpoint in LOOKUP_ENDPOINTS.items()
+            if endpoint in current_app.view_functions}
 
 
 @bp.post("/work/tasks/<int:task_id>/claim")

@@ -169,3 +169,20 @@ def test_the_outbox_is_the_default_notifier(database, opd, monkeypatch):
         assert notify.OutboxNotifier(s).send("+923001111111", "hello", "test:key") is True
         assert notify.OutboxNotifier(s).send("+923001111111", "hello again", "test:key") is False
     assert [r.text for r in outbox(database)] == ["hello"]
+
+
+def test_hourly_sweep_queues_tomorrows_reminders_once(database, monkeypatch):
+    """The ticker's periodic sweep runs send_due_reminders; twice in an hour is once."""
+    from datetime import timedelta
+
+    from hms import jobs
+    from hms.db import utcnow
+
+    calls = []
+    monkeypatch.setattr("departments.opd.notify.send_due_reminders", lambda session, today: calls.append(today) or 0)
+    monkeypatch.setattr(jobs, "_LAST_RUN", {})
+    now = utcnow()
+    assert "opd.followup_reminders" in jobs.run_periodic(database, now)
+    assert "opd.followup_reminders" not in jobs.run_periodic(database, now + timedelta(minutes=30))
+    assert "opd.followup_reminders" in jobs.run_periodic(database, now + timedelta(minutes=61))
+    assert len(calls) == 2
