@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String, select, update
+from sqlalchemy import JSON, ForeignKey, Index, String, event, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -127,12 +127,15 @@ def _lock_head(session: Session) -> tuple[int, str]:
 def record(session: Session, actor: Actor, action: str, entity_type: str,
            entity_id: Any = None, *, patient_id: int | None = None,
            detail: dict | None = None) -> AuditLog:
-    """Append one audit row. Locks the chain head until the transaction ends.
+    """Record one audit row in the caller's transaction; it is chained when that
+    transaction commits.
 
-    Call it inside the same transaction as the change it records, so the record and the
-    change commit (or roll back) together.
+    The row commits with the change it records, or not at all: rows recorded inside a
+    savepoint that rolls back are dropped with it. The chain head is locked only while
+    the transaction commits (see `_chain_pending`), always as the last lock a transaction
+    takes, so an audited write never deadlocks on it against other row locks and holds it
+    for the commit alone. `seq`, `at` and the hashes are set then.
     """
-    key = config_of(session).effective_audit_key
     row = {
         "actor_id": None if actor.user_id is None else int(actor.user_id),
         "actor_name": actor.username,
@@ -144,16 +147,59 @@ def record(session: Session, actor: Actor, action: str, entity_type: str,
         "ip": actor.ip,
         "detail": _canonical_detail(detail),
     }
-    _check_lengths(row)  # before taking the chain lock: a bad call should not hold it
-    head_seq, head_hash = _lock_head(session)
-    # The time is taken under the lock, so `at` never goes backwards as seq goes up.
-    row.update(seq=head_seq + 1, at=utcnow())
-    digest = _digest(key, row, head_hash)
-    entry = AuditLog(**row, prev_hash=head_hash, hash=digest)
-    session.add(entry)
-    # ORM-enabled UPDATE: also refreshes a head object this session may still hold.
-    session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=row["seq"], hash=digest))
+    _check_lengths(row)
+    entry = AuditLog(**row)
+    current = session.get_nested_transaction() or session.get_transaction()
+    session.info.setdefault(_PENDING, []).append((entry, current))
     return entry
+
+
+_PENDING = "hms_audit_pending"
+
+
+@event.listens_for(Session, "before_commit")
+def _chain_pending(session: Session) -> None:
+    """At the outermost commit: lock the head, chain the pending rows in order, move the head.
+
+    SQLAlchemy also fires before_commit when a savepoint is released; the rows wait for the
+    real commit then.
+    """
+    if session.in_nested_transaction():
+        return
+    pending = session.info.pop(_PENDING, [])
+    if not pending:
+        return
+    key = config_of(session).effective_audit_key
+    seq, prev = _lock_head(session)
+    for entry, _tx in pending:
+        # Times are taken under the lock, so `at` never goes backwards as seq goes up.
+        entry.seq, entry.at = seq + 1, utcnow()
+        data = {name: getattr(entry, name) for name in
+                ("seq", "at", "actor_id", "actor_name", "action", "entity_type", "entity_id", "patient_id",
+                 "ip", "detail")}
+        entry.prev_hash, entry.hash = prev, _digest(key, data, prev)
+        session.add(entry)
+        seq, prev = entry.seq, entry.hash
+    # ORM-enabled UPDATE: also refreshes a head object this session may still hold.
+    session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=seq, hash=prev))
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_rolled_back(session: Session, previous_transaction) -> None:
+    """Rows recorded in the transaction (or savepoint) that rolled back, or in savepoints
+    inside it, are dropped."""
+    pending = session.info.get(_PENDING)
+    if not pending:
+        return
+
+    def inside(tx) -> bool:
+        while tx is not None:
+            if tx is previous_transaction:
+                return True
+            tx = tx.parent
+        return previous_transaction.parent is None  # the root rolled back: everything goes
+
+    session.info[_PENDING] = [(e, tx) for e, tx in pending if not inside(tx)]
 
 
 def _check_lengths(row: dict) -> None:

@@ -74,6 +74,10 @@ def _clean_tables(request):
     yield
     if "database" in request.fixturenames:
         _empty_all_tables(request.getfixturevalue("database"))
+        # Parsed specs are cached by (key, version); the next test's "version 1" is another file.
+        from hms.workflow import specs
+
+        specs.CACHE.clear()
 
 
 @pytest.fixture

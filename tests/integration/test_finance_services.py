@@ -120,6 +120,7 @@ def test_changing_a_price_is_audited_with_old_and_new_and_posted_charges_keep_th
     charge, _ = post(database, cashier, bill.id, **lab())
     with database.transaction() as s:
         services.set_price(s, system_actor, "LAB-CBC", CASH, 90000)
+    with database.transaction(readonly=True) as s:  # audit rows are chained at commit
         row = s.scalars(select(AuditLog).where(AuditLog.action == "tariff.price")
                         .order_by(AuditLog.seq.desc())).first()
         assert row.detail == {"payer_class": CASH, "old_paisa": 80000, "new_paisa": 90000}

@@ -139,6 +139,7 @@ def test_order_numbers_items_and_audit(catalogue, database, staff, patient_id):
         assert order.status == "awaiting_collection" and order.business_key == f"lab-order:{order.id}"
         second = services.create_order(s, staff["doctor"], patient_id=patient_id, test_codes=["ESR"], admission_id=3)
         assert second.order_no == "L-000002" and second.admission_id == 3
+    with database.transaction(readonly=True) as s:  # audit rows are chained at commit
         row = s.scalars(select(AuditLog).where(AuditLog.action == "lab.order.create")).first()
         assert row.patient_id == patient_id and row.detail["tests"] == ["CBC", "FBS"]
 
@@ -488,6 +489,7 @@ def test_drafts_are_hidden_from_readers_and_reads_are_audited(catalogue, databas
         assert lab_view["items"][0]["results"][0]["result"].value_text == "13.5"
         rows, total = services.patient_results(s, staff["doctor"], patient_id)
         assert (rows, total) == ([], 0)
+    with database.transaction(readonly=True) as s:  # audit rows are chained at commit
         reads = s.scalars(select(AuditLog).where(AuditLog.action.in_(("lab.order.read", "lab.results.read")))).all()
         assert len(reads) == 3 and all(r.patient_id == patient_id for r in reads)
         entered = s.scalars(select(AuditLog).where(AuditLog.action == "lab.results.enter")).one()

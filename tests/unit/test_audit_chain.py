@@ -301,8 +301,9 @@ def test_session_reused_across_transactions_chains_onto_the_latest_head(database
     s = database.session()
     try:
         audit.record(s, ACTOR, "bed.reserve", "bed", 1)
-        stale_head = s.get(AuditHead, 1)  # kept alive, so it stays in the identity map
         s.commit()
+        stale_head = s.get(AuditHead, 1)  # kept alive, so it stays in the identity map
+        s.commit()  # end that read (on SQLite every transaction holds the write lock)
         append(database, 1, start=2)  # another transaction appends seq 2
         entry = audit.record(s, ACTOR, "bed.reserve", "bed", 3)
         s.commit()
