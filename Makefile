@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
+# npm writes this file on every install: it is older than the lock file when the tree is stale.
+NODE_STAMP := node_modules/.package-lock.json
 
 .PHONY: run test bench ci install install-dev migrate demo clean
 
@@ -19,8 +21,23 @@ $(DEVSTAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $(STAMP) $@
 
-install: $(STAMP)
-install-dev: $(DEVSTAMP)
+# Browser assets HMS serves itself (no CDN on a hospital LAN): bpmn-js for the pathway editor.
+# `npm ci` installs exactly package-lock.json, again whenever package.json or the lock file
+# is newer than the installed tree; without a lock file `npm install` writes one.
+ifneq ($(wildcard package-lock.json),)
+$(NODE_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null || { echo "npm is needed for the pathway editor (apt-get install npm)"; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+else
+$(NODE_STAMP): package.json
+	@command -v npm >/dev/null || { echo "npm is needed for the pathway editor (apt-get install npm)"; exit 1; }
+	npm install --no-audit --no-fund --loglevel=error
+	@touch $@
+endif
+
+install: $(STAMP) $(NODE_STAMP)
+install-dev: $(DEVSTAMP) $(NODE_STAMP)
 
 migrate: install
 	$(BIN)/hms db upgrade
@@ -42,4 +59,4 @@ ci:
 	bash .ci/run
 
 clean:
-	rm -rf $(VENV) instance/*.db .pytest_cache test-artifacts
+	rm -rf $(VENV) node_modules instance/*.db .pytest_cache test-artifacts

@@ -248,6 +248,15 @@ def sync_shipped(session: Session, workflows_dir: str | Path, actor: Actor | Non
             visit(callee, trail + (key,))
         latest = session.execute(select(PathwayVersion).where(PathwayVersion.key == key)
                                  .order_by(PathwayVersion.version.desc()).limit(1)).scalar_one_or_none()
+        if latest is not None and latest.source != "shipped":
+            # Edited in HMS (editor, rollback, CLI) since it was shipped: the database is the
+            # truth now, and re-publishing the file at every start would undo that edit.
+            if latest.checksum != checksum(files[key]) and not _shipped_unchanged(session, key, files[key]):
+                log.warning("shipped pathway %s changed, but v%s was published in HMS since; "
+                            "the shipped file is not published (open it in the editor to adopt it)",
+                            key, latest.version)
+            done.add(key)
+            return
         if latest is None or latest.checksum != checksum(files[key]):
             if failures is None:
                 published.append(publish(session, actor, key, files[key], note="shipped file", source="shipped"))
@@ -264,3 +273,11 @@ def sync_shipped(session: Session, workflows_dir: str | Path, actor: Actor | Non
     for key in files:
         visit(key)
     return published
+
+
+def _shipped_unchanged(session: Session, key: str, xml: str) -> bool:
+    """Is `xml` the file that was last published from workflows/ for `key`?"""
+    last_shipped = session.execute(select(PathwayVersion.checksum).where(
+        PathwayVersion.key == key, PathwayVersion.source == "shipped")
+        .order_by(PathwayVersion.version.desc()).limit(1)).scalar_one_or_none()
+    return last_shipped == checksum(xml)
