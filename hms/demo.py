@@ -168,6 +168,34 @@ LOADERS: tuple[Callable[[Session], str], ...] = (
 )
 
 
+PATHWAY_OWNERS = {"opd_visit": "GM", "lab_order": "PATH"}
+
+
+def load_pathway_owners(session: Session) -> str:
+    """Publish the shipped pathways (as start-up would) and give each to its department,
+    so the head of General Medicine can change the OPD visit in the editor."""
+    from hms.app import OPERATION_MODULES
+    from hms.db import config_of
+    from hms.workflow import editor, lint, operations, specs
+
+    config = config_of(session)
+    operations.register_domain_operations(OPERATION_MODULES)
+    lint.register(config.forms_dir)
+    specs.sync_shipped(session, config.workflows_dir, _actor(), failures={})
+    created = present = 0
+    for key, code in PATHWAY_OWNERS.items():
+        department = session.execute(select(Department).where(Department.code == code)).scalar_one_or_none()
+        if department is None or not editor.exists(session, key):
+            continue
+        owner = editor.owner_of(session, key)
+        if owner is not None:
+            present += 1
+            continue
+        editor.assign_owner(session, _actor(), key, department.id)
+        created += 1
+    return _summary(created, present, "pathway owners")
+
+
 # Departments' own demo data (formulary, lab catalogue, tariffs, schedules): each module's
 # `load(session, actor) -> list[str]` is idempotent like the loaders above.
 DOMAIN_DEMOS: tuple[str, ...] = ("finance.demo", "inventory.demo", "departments.lab.demo", "departments.opd.demo")
@@ -178,6 +206,7 @@ def load_demo(session: Session) -> list[str]:
     lines = [loader(session) for loader in LOADERS]
     for module in DOMAIN_DEMOS:
         lines += importlib.import_module(module).load(session, _actor())
+    lines.append(load_pathway_owners(session))
     return lines
 
 
