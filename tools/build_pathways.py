@@ -36,7 +36,7 @@ def lab_order() -> Process:
               params={"order_id": "lab_order['order_id']", "results": "result_entry['results']"}, result="entry_result")
     p.xor("gw_entered", "All results in?", LT)
     p.user("verify", "Verify results", PA, form="lab_verify", var="verification", scope="none", due_in="PT2H",
-           show="lab_summary,verify_result",
+           show="lab_order,verify_result",
            instructions="Another pathologist must verify results you entered yourself.")
     p.service("verify_results", "Record verification", PA, op="lab.verify",
               params={"order_id": "lab_order['order_id']", "approve": "verification['approve']",
@@ -89,7 +89,7 @@ def opd_visit() -> Process:
     p.service("record_triage", "Record vitals", NU, op="opd.record_triage",
               params={"encounter_id": "encounter_id", "vitals": "triage"}, result="triage_result")
     p.user("consult", "Consultation", DR, form="consultation", var="consultation", due_in="PT1H",
-           assign_to="=doctor_id", priority="=triage_result['priority']", show="triage_result,allergy_check",
+           assign_to="=doctor_id", priority="=triage_result['priority']", show="triage,triage_result,allergy_check",
            instructions="If an allergy alert is shown, remove the medicine or give an override reason.")
     p.service("allergy_check", "Check allergies", DR, op="inventory.check_allergies",
               params={"patient_id": "patient_id",

@@ -25,6 +25,13 @@ def init_app(app: Flask) -> None:
         rupees, p = divmod(abs(int(paisa)), 100)
         return f"{sign}{config.currency} {rupees:,}.{p:02d}"
 
+    @app.template_filter("iso_local")
+    def iso_local(value: str | None, fmt: str = "%d %b %Y %H:%M") -> str:
+        """An ISO timestamp (as the JSON shapes carry it) shown in local time."""
+        if not value:
+            return ""
+        return localtime(datetime.fromisoformat(value), fmt)
+
     @app.template_filter("dmy")
     def dmy(value: date | None) -> str:
         return value.strftime("%d %b %Y") if value else ""
@@ -38,7 +45,9 @@ def init_app(app: Flask) -> None:
                     return "; ".join(str(a.get("message") or a) if isinstance(a, dict) else str(a)
                                      for a in value[key])
             shown = {k: v for k, v in value.items() if not k.endswith("_id") and v not in (None, "", [], {})}
-            return ", ".join(f"{k.replace('_', ' ')}: {context_value(v)}" for k, v in shown.items()) or "—"
+            return ", ".join(f"{k.removesuffix('_paisa').replace('_', ' ')}: "
+                             f"{money(v) if k.endswith('_paisa') and isinstance(v, int) else context_value(v)}"
+                             for k, v in shown.items()) or "—"
         if isinstance(value, list):
             return ", ".join(context_value(v) for v in value) or "none"
         if isinstance(value, bool):

@@ -294,7 +294,7 @@ def _render_task(session, actor, item, values, errors, status=200):
     banner = patient_banner(session, item.patient_id) if item.patient_id else None
     instance = store.get_instance(session, item.instance_id)
     return render_template("tasks/task.html", item=item, defn=defn, fields=field_list(defn) if defn else [],
-                           lookup_urls=_lookup_urls(),
+                           lookup_urls=_lookup_urls(), context_links=_context_links(item.form_values or {}),
                            values=values, errors=errors, banner=banner,
                            history=instance_json(session, instance, detail=True)["history"],
                            instance=instance, now=_now()), status
@@ -302,6 +302,23 @@ def _render_task(session, actor, item, values, errors, status=200):
 
 # Form lookups (see docs/forms.md) -> the endpoint answering ?q= with suggestions.
 LOOKUP_ENDPOINTS = {"icd10": "opd.api_icd10", "lab_tests": "lab.api_tests", "medicines": "inventory.api_items"}
+
+
+# Task-data values that name a record another page shows: variable -> (endpoint, id key, label).
+CONTEXT_LINKS = {
+    "bill": ("finance.bill_page", "bill_id", "bill_id", "Open the bill"),
+    "lab_order": ("lab.order_page", "order_id", "order_id", "Open the lab order and results"),
+}
+
+
+def _context_links(values: dict) -> list[dict]:
+    context = (values or {}).get("_context") or {}
+    links = []
+    for name, (endpoint, key, arg, label) in CONTEXT_LINKS.items():
+        value = context.get(name)
+        if isinstance(value, dict) and value.get(key) and endpoint in current_app.view_functions:
+            links.append({"url": url_for(endpoint, **{arg: value[key]}), "label": label})
+    return links
 
 
 def _lookup_urls() -> dict[str, str]:
