@@ -28,7 +28,7 @@ from hms import audit
 from hms.audit import Actor
 from hms.db import config_of, utcnow
 from hms.errors import Conflict, Forbidden, Invalid
-from hms.workflow import operations, queue, specs, store, timers
+from hms.workflow import operations, queue, specs, store, taskforms, timers
 from hms.workflow.models import ProcessInstance, TaskEvent, WorkItem
 from hms.workflow.sandbox import SandboxScriptEngine
 
@@ -172,11 +172,15 @@ def complete_task(session: Session, actor: Actor, work_item_id: int, data: dict,
     """Complete the human task behind a work item with the form data.
 
     Claims it first when open (conditional UPDATE: 409 if someone else holds it), checks
-    role and scope (403), validates the data against the task's form (422), then locks the
-    instance and runs the step. `validate(form_key, data) -> cleaned` is supplied by the caller.
+    role and scope (403), validates the data against the task's form at the version the
+    instance's pathway pinned (422), then locks the instance and runs the step. A caller may
+    pass its own `validate(form_key, data) -> cleaned`.
     """
     item = queue.take_for_completion(session, actor, work_item_id)
-    cleaned = validate(item.form_key, data) if (validate and item.form_key) else dict(data or {})
+    if validate is None:
+        cleaned = taskforms.validate(session, item.form_key, data, instance_id=item.instance_id)
+    else:
+        cleaned = validate(item.form_key, data) if item.form_key else dict(data or {})
     instance = store.get_instance(session, item.instance_id, lock=True)
     store.require_active(instance)
     wf = _load(session, instance, actor)

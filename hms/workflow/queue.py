@@ -68,7 +68,7 @@ def _int_or_none(value) -> int | None:
         return None
 
 
-def _form_values(session: Session, form_key: str | None, task) -> dict | None:
+def _form_values(session: Session, form_key: str | None, task, instance_id: int | None = None) -> dict | None:
     """Prefill: the form's fields found in task data, plus `_context`: the variables named by
     the task's `show` property (e.g. allergy alerts from an earlier step)."""
     values: dict = {}
@@ -76,7 +76,7 @@ def _form_values(session: Session, form_key: str | None, task) -> dict | None:
         from hms.workflow.taskforms import field_names
 
         try:
-            names = field_names(session, form_key)
+            names = field_names(session, form_key, instance_id=instance_id)
         except Exception:  # an unknown form shows as an error on the task page, not here
             names = []
         values = {n: task.data[n] for n in names if n in task.data}
@@ -108,7 +108,7 @@ def _new_item(session: Session, instance: ProcessInstance, task, now: datetime) 
         instance_id=instance.id, task_guid=str(task.id), task_name=spec.bpmn_id or spec.name,
         title=(spec.bpmn_name or spec.bpmn_id or spec.name)[:200],
         instructions=ext.get("instructionsForEndUser"), form_key=form_key,
-        form_values=_form_values(session, form_key, task),
+        form_values=_form_values(session, form_key, task, instance.id),
         pathway_key=instance.pathway_key, role=role, ward_id=ward_id, department_id=department_id,
         patient_id=instance.patient_id, priority=_priority(task), due_at=_due_at(task, now),
         status="claimed" if assignee else "open", claimed_by_id=assignee,

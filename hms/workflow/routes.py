@@ -110,7 +110,7 @@ def api_list_tasks():
 def _task_detail(session, actor, item) -> dict:
     from hms.patients.services import patient_banner
 
-    defn = taskforms.definition(session, item.form_key) if item.form_key else None
+    defn = taskforms.definition(session, item.form_key, instance_id=item.instance_id) if item.form_key else None
     data = item_json(item)
     data.update({
         "instructions": item.instructions,
@@ -159,8 +159,7 @@ def api_complete(task_id):
     if not isinstance(data, dict):
         raise Invalid("data must be an object of form fields.", fields={"data": ["must be an object"]})
     session = db_session()
-    result = engine.complete_task(session, current_actor(), task_id, data,
-                                  validate=lambda key, d: taskforms.validate(session, key, d))
+    result = engine.complete_task(session, current_actor(), task_id, data)
     if not result.ok:
         return _fault_response(result)
     return jsonify({"instance": instance_json(session, result.instance, detail=True)})
@@ -275,7 +274,7 @@ def task_page(task_id):
     session, actor = db_session(), current_actor()
     item = queue.get_visible_item(session, actor, task_id)
     values = dict(item.form_values or {})
-    defn = taskforms.definition(session, item.form_key) if item.form_key else None
+    defn = taskforms.definition(session, item.form_key, instance_id=item.instance_id) if item.form_key else None
     if defn is not None:
         from hms.forms import display_values
 
@@ -290,7 +289,7 @@ def _render_task(session, actor, item, values, errors, status=200):
     from hms.forms import field_list
     from hms.patients.services import patient_banner
 
-    defn = taskforms.definition(session, item.form_key) if item.form_key else None
+    defn = taskforms.definition(session, item.form_key, instance_id=item.instance_id) if item.form_key else None
     banner = patient_banner(session, item.patient_id) if item.patient_id else None
     instance = store.get_instance(session, item.instance_id)
     return render_template("tasks/task.html", item=item, defn=defn, fields=field_list(defn) if defn else [],
@@ -355,11 +354,10 @@ def complete_submit(task_id):
 
     session, actor = db_session(), current_actor()
     item = queue.get_visible_item(session, actor, task_id)
-    defn = taskforms.definition(session, item.form_key) if item.form_key else None
+    defn = taskforms.definition(session, item.form_key, instance_id=item.instance_id) if item.form_key else None
     data = coerce_form_post(defn, request.form) if defn else {}
     try:
-        result = engine.complete_task(session, actor, task_id, data,
-                                      validate=lambda key, d: taskforms.validate(session, key, d))
+        result = engine.complete_task(session, actor, task_id, data)
     except Invalid as err:
         session.rollback()
         item = queue.get_visible_item(session, actor, task_id)

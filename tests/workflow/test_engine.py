@@ -363,3 +363,33 @@ def test_message_by_business_key_through_a_job(database, pathways, staff, patien
     assert _open_items(database, iid) == [("acknowledge", "nurse", "open")]
     with database.transaction() as s:
         assert messages.deliver(s, Actor.system("x"), "lab_result_verified", "lab-order:42") == []
+
+
+def test_task_uses_the_form_version_its_pathway_version_pinned(database, pathways, staff, patient_id):
+    """A form edited in the browser (version 2) changes visits on a pathway version that pins
+    it; a visit on a version pinning version 1 keeps the old form."""
+    from hms import form_versions
+
+    boss = actor_of(database, "boss")
+    stricter = {"key": "review", "title": "Review", "type": "object", "required": ["reviewed", "signature"],
+                "properties": {"reviewed": {"type": "boolean", "title": "Reviewed"},
+                               "signature": {"type": "string", "title": "Signature", "minLength": 2}}}
+    xml = (FIXTURES / "fixture_visit.bpmn").read_text()
+    with database.transaction() as s:
+        form_versions.create_version(s, boss, "review", stricter, note="signature required")
+        old = specs.publish(s, boss, "fixture_visit", xml.replace('name="Fixture visit"', 'name="Visit A"'),
+                            forms={"review": 1, "triage": 1}).version
+    old_iid = _start(database, "fixture_visit", patient_id)
+    with database.transaction() as s:
+        new = specs.publish(s, boss, "fixture_visit", xml.replace('name="Fixture visit"', 'name="Visit B"'),
+                            forms={"review": 2, "triage": 1}).version
+    new_iid = _start(database, "fixture_visit", patient_id)
+    assert (old, new) == (2, 3)
+    for iid in (old_iid, new_iid):
+        _complete(database, "nurse_a", _item_id(database, iid, "triage"), TRIAGE_OK)
+    with database.transaction() as s:  # the engine's own validation, with the instance's pin
+        assert engine.complete_task(s, actor_of(database, "doc"), _item_id(database, old_iid, "consult"),
+                                    {"reviewed": True}).ok
+    with database.transaction() as s, pytest.raises(Invalid) as err:
+        engine.complete_task(s, actor_of(database, "doc"), _item_id(database, new_iid, "consult"), {"reviewed": True})
+    assert "signature" in err.value.fields
