@@ -35,7 +35,7 @@ from finance.models import (CASH, CHARGE_KINDS, CODE_LENGTH, PAYER_KINDS, PAYMEN
 from hms import audit, settings
 from hms.audit import Actor
 from hms.db import config_of, next_number, utcnow
-from hms.errors import Conflict, Invalid, NotFound
+from hms.errors import Conflict, Invalid, NotFound, MAX_ID, record_id
 from hms.patients.models import Patient
 
 FEE_BEFORE_CONSULTATION = settings.declare(
@@ -46,7 +46,6 @@ RECEIPT_NO_FORMAT = "R-{n:06d}"
 BILL_COUNTER = "finance.bill"
 RECEIPT_COUNTER = "finance.receipt"
 
-MAX_ID = 2**31 - 1
 MAX_QUANTITY = 10_000
 # 100 million rupees: far above any real unit price, far below integer overflow.
 MAX_PRICE_PAISA = 10**10
@@ -91,15 +90,7 @@ def local_time(session: Session, value: datetime) -> datetime:
 
 def _as_id(value: Any, what: str) -> int:
     """A database id from a path or parameter, or NotFound (never a database error)."""
-    if isinstance(value, bool):
-        value = 0
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        number = 0
-    if not 1 <= number <= MAX_ID:
-        raise NotFound(f"No {what} with id {value}.", code=f"{what}_not_found")
-    return number
+    return record_id(value, what, f"{what}_not_found")
 
 
 def _optional_id(value: Any, field: str) -> int | None:

@@ -64,3 +64,18 @@ class Conflict(HmsError):
 class TooManyRequests(HmsError):
     http_status = 429
     code = "too_many_requests"
+
+
+MAX_ID = 2**31 - 1  # ids are 32-bit integers on every database HMS runs on
+
+
+def record_id(value, what: str, code: str | None = None) -> int:
+    """A database id from a path or a parameter, or NotFound naming `what`: a bad or
+    out-of-range id is "not found", never a database error."""
+    try:
+        number = 0 if isinstance(value, bool) else int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if not 1 <= number <= MAX_ID:
+        raise NotFound(f"No {what} with id {value}.", code=code or f"{what.replace(' ', '_')}_not_found")
+    return number

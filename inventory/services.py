@@ -27,14 +27,13 @@ from sqlalchemy.orm import Session
 from hms import audit
 from hms.audit import Actor
 from hms.db import utcnow
-from hms.errors import Conflict, Invalid, NotFound
+from hms.errors import Conflict, Invalid, NotFound, MAX_ID, record_id
 from hms.patients.models import Patient
 from hms.patients.services import list_allergies, local_today
 from inventory.models import (ADJUSTMENT_REASONS, FORMS, UNITS, Batch, Dispense, DispenseLine,
                               DispenseReturn, GoodsReceipt, Item, PrescriptionSupply, StockMovement)
 
 NEAR_EXPIRY_DAYS = 90
-MAX_ID = 2**31 - 1
 MAX_LINES = 50
 MAX_RECEIPT_LINES = 200
 MAX_QUANTITY = 1_000_000
@@ -93,13 +92,7 @@ def _whole(value: Any, field: str, errors: _Errors, *, minimum: int, maximum: in
 
 
 def _as_id(value: Any, what: str, code: str) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        number = 0
-    if isinstance(value, bool) or not 1 <= number <= MAX_ID:
-        raise NotFound(f"No {what} with id {value}.", code=code)
-    return number
+    return record_id(value, what, code)
 
 
 def normalise_code(code: Any) -> str:

@@ -45,7 +45,7 @@ from hms import audit, events, jobs, settings
 from hms.audit import Actor
 from hms.auth.models import User
 from hms.db import config_of, next_number, utcnow
-from hms.errors import Conflict, Forbidden, Invalid, NotFound
+from hms.errors import Conflict, Forbidden, Invalid, NotFound, MAX_ID, record_id
 from hms.patients import services as patients
 from hms.patients.models import Patient
 
@@ -57,7 +57,6 @@ MESSAGE_NAME = "lab_result_verified"
 MESSAGE_JOB = "workflow.deliver_message"
 MAX_TESTS_PER_ORDER = 40
 MAX_RESULT_ROWS = 500
-MAX_ID = 2**31 - 1
 
 REPORT_TITLE = settings.declare(
     "lab.report_title", str, "Clinical Laboratory",
@@ -91,13 +90,7 @@ _CODE_RE = re.compile(r"^[A-Z0-9][A-Z0-9_-]{0,19}$")
 # --------------------------------------------------------------------------- helpers
 
 def _as_id(value: Any, what: str, code: str) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        number = 0
-    if isinstance(value, bool) or not 1 <= number <= MAX_ID:
-        raise NotFound(f"No {what} with id {value}.", code=code)
-    return number
+    return record_id(value, what, code)
 
 
 def _optional_id(value: Any, name: str, errors: dict) -> int | None:

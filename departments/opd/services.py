@@ -41,12 +41,11 @@ from hms import audit
 from hms.audit import Actor
 from hms.auth.models import User, UserRole
 from hms.db import config_of, next_number, utcnow
-from hms.errors import Conflict, Forbidden, Invalid, NotFound
+from hms.errors import Conflict, Forbidden, Invalid, NotFound, record_id
 from hms.org.models import Department
 from hms.patients.models import Patient
 from hms.patients.services import get_patient, local_today, patient_banner
 
-MAX_ID = 2**31 - 1
 CLINICAL_READ_ROLES = ("doctor", "nurse", "admin")
 # Encounters in which the queue still moves (triage, call, consultation).
 ACTIVE_QUEUE_STATUSES = ("waiting", "called", "in_consultation")
@@ -58,13 +57,7 @@ RECORD_MAX_PRESCRIPTIONS = 300
 # =========================================================================== helpers
 
 def _as_id(value: Any, what: str = "record") -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        number = 0
-    if isinstance(value, bool) or not 1 <= number <= MAX_ID:
-        raise NotFound(f"No {what} with id {value}.", code=f"{what.replace(' ', '_')}_not_found")
-    return number
+    return record_id(value, what)
 
 
 def _tz(session: Session):

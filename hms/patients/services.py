@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from hms import audit
 from hms.audit import Actor
 from hms.db import config_of, next_number
-from hms.errors import Conflict, Invalid, NotFound
+from hms.errors import Conflict, Invalid, NotFound, record_id
 from hms.patients import validation as v
 from hms.patients.models import Allergy, Patient, PatientHistory, PatientNameToken
 
@@ -27,7 +27,6 @@ MRN_COUNTER = "mrn"
 HISTORY_FIELDS = ("name", "relation", "guardian_name", "sex", "date_of_birth", "dob_estimated",
                   "cnic", "form_b", "mobile", "address", "city")
 MAX_CANDIDATES = 10
-MAX_ID = 2**31 - 1
 # Longer queries are cut: nobody types more, and each word costs an index lookup.
 MAX_QUERY_CHARS = 100
 MAX_QUERY_WORDS = 5
@@ -173,14 +172,7 @@ def get_patient(session: Session, actor: Actor, patient_id: int, *, audit_read: 
 
 
 def _as_id(patient_id: Any) -> int:
-    try:
-        value = int(patient_id)
-    except (TypeError, ValueError):
-        value = 0
-    # Ids are 32-bit integers; a larger number would be a database error, not "not found".
-    if not 1 <= value <= MAX_ID:
-        raise NotFound(f"No patient with id {patient_id}.", code="patient_not_found")
-    return value
+    return record_id(patient_id, "patient", "patient_not_found")
 
 
 def search_patients(session: Session, actor: Actor, q: str | None, page: int = 1,
