@@ -674,7 +674,10 @@
 
   // --- wiring -----------------------------------------------------------------------------------
 
-  /* Fit the diagram into the canvas, clear of the palette on the left. */
+  /* Fit the diagram into the canvas, clear of the palette on the left. A long pathway is
+     not shrunk below a readable size: it opens at its start, and the rest is a drag or
+     a scroll away (fitting all of the OPD visit would make its labels unreadable). */
+  var MIN_READABLE_SCALE = 0.75;
   function fitDiagram() {
     canvas.zoom('fit-viewport', 'auto');
     var vb = canvas.viewbox();
@@ -682,6 +685,7 @@
     if (!inner.width || !inner.height) return;
     var left = 130, pad = 24;
     var scale = Math.min(1.2, (outer.width - left - pad) / inner.width, (outer.height - 2 * pad) / inner.height);
+    scale = Math.max(scale, MIN_READABLE_SCALE);
     canvas.viewbox({ x: inner.x - left / scale, y: inner.y - pad / scale, width: outer.width / scale, height: outer.height / scale });
   }
 
