@@ -21,17 +21,24 @@ $(DEVSTAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $(STAMP) $@
 
+# npm comes from the system; as root on Debian we install it rather than stop.
+ENSURE_NPM = command -v npm >/dev/null || { \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing nodejs and npm (Debian packages) for the pathway editor"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm) >/dev/null; \
+	else echo "npm is needed for the pathway editor: install nodejs and npm"; exit 1; fi; }
+
 # Browser assets HMS serves itself (no CDN on a hospital LAN): bpmn-js for the pathway editor.
 # `npm ci` installs exactly package-lock.json, again whenever package.json or the lock file
 # is newer than the installed tree; without a lock file `npm install` writes one.
 ifneq ($(wildcard package-lock.json),)
 $(NODE_STAMP): package.json package-lock.json
-	@command -v npm >/dev/null || { echo "npm is needed for the pathway editor (apt-get install npm)"; exit 1; }
+	@$(ENSURE_NPM)
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 else
 $(NODE_STAMP): package.json
-	@command -v npm >/dev/null || { echo "npm is needed for the pathway editor (apt-get install npm)"; exit 1; }
+	@$(ENSURE_NPM)
 	npm install --no-audit --no-fund --loglevel=error
 	@touch $@
 endif
