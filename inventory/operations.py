@@ -18,6 +18,9 @@ formulary as the problem "unknown_item" (the task is then shown again with the m
 
 from __future__ import annotations
 
+from marshmallow import Schema, fields
+
+from hms.errors import NotFound
 from hms.workflow.operations import OperationContext, OperationError, operation
 from inventory import services
 from inventory.schemas import CheckAllergiesParams, DispenseOperationParams, ReturnParams
@@ -65,3 +68,26 @@ def return_items(ctx: OperationContext, params: dict) -> dict:
     """Take back dispensed units into their batch; the amount is the bill credit."""
     return services.return_items(ctx.session, ctx.actor, dispense_line_id=params["dispense_line_id"],
                                  quantity=params["quantity"], reason=params["reason"])
+
+
+class DescribeLinesParams(Schema):
+    lines = fields.List(fields.Dict(), required=True)
+
+
+@operation("inventory.describe_lines", params=DescribeLinesParams)
+def describe_lines(ctx: OperationContext, params: dict) -> list:
+    """What the pharmacist is asked to hand over: each prescription line with the medicine's
+    name, strength and form, and the units in stock (unexpired). Reads only."""
+    described = []
+    for line in params["lines"]:
+        code = str(line.get("item_code", ""))
+        try:
+            item = services.get_item(ctx.session, code)
+        except NotFound:
+            described.append({"item_code": code, "medicine": "not in the formulary",
+                              "quantity": line.get("quantity")})
+            continue
+        stock = services.item_stock(ctx.session, item)
+        described.append({"item_code": item.code, "medicine": item.display_name,
+                          "quantity": line.get("quantity"), "in_stock": stock["stock_on_hand"]})
+    return described

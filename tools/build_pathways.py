@@ -117,8 +117,10 @@ def opd_visit() -> Process:
     p.xor("gw_lab_done", "", LT)
     p.xor("gw_has_meds", "Medicines prescribed?", PH)
     p.script("dispense_lines", "List medicines to dispense", PH, "lines = consult_result['prescription_lines']")
+    p.service("describe_lines", "Look up the medicines", PH, op="inventory.describe_lines",
+              params={"lines": "lines"}, result="medicines")
     p.user("dispense", "Dispense medicines", PH, form="dispense", var="dispensing", scope="none", due_in="PT30M",
-           show="dispense_result,allergy_check",
+           show="medicines,dispense_result,allergy_check",
            instructions="Dispense first-expiry-first-out. Short stock needs a partial-dispensing reason; "
                         "if the patient declines the medicines, set every quantity to 0 and give the reason.")
     p.service("dispense_stock", "Issue from stock", PH, op="inventory.dispense",
@@ -167,7 +169,7 @@ def opd_visit() -> Process:
     p.chain("lab_work", "gw_lab_done", "join")
     p.flow("gw_has_meds", "dispense_lines", "consult_result['has_meds'] == True", name="yes")
     p.flow("gw_has_meds", "gw_meds_done", default=True, name="no")
-    p.chain("dispense_lines", "dispense", "dispense_stock", "gw_dispensed")
+    p.chain("dispense_lines", "describe_lines", "dispense", "dispense_stock", "gw_dispensed")
     p.flow("gw_dispensed", "medicine_charges", "dispense_result['ok'] == True", name="issued")
     p.flow("gw_dispensed", "gw_meds_done",
            "bool(dispensing.get('partial_reason')) and all(l['quantity'] == 0 for l in dispensing['lines'])",

@@ -89,8 +89,11 @@ def test_visit_with_lab_and_medicines_end_to_end(clinic, patient, database):
     # Lab and pharmacy now run side by side.
     collect = only_task(clinic["lab"], "collect")
     dispense = only_task(clinic["pharm"], "dispense")
-    lines = clinic["pharm"].get(f"/api/v1/tasks/{dispense['id']}").get_json()["values"]["lines"]
+    values = clinic["pharm"].get(f"/api/v1/tasks/{dispense['id']}").get_json()["values"]
+    lines = values["lines"]
     assert [(l["item_code"], l["quantity"]) for l in lines] == [("PCM500T", 18)]  # 2 x 3/day x 3 days
+    [shown] = values["_context"]["medicines"]  # what the pharmacist reads beside the codes
+    assert shown["medicine"].startswith("Paracetamol 500 mg") and shown["in_stock"] >= 18
     stock_before = clinic["pharm"].get("/api/v1/inventory/items/PCM500T").get_json()["stock_on_hand"]
     complete(clinic["pharm"], dispense, {"lines": lines})
     stock_after = clinic["pharm"].get("/api/v1/inventory/items/PCM500T").get_json()["stock_on_hand"]
