@@ -28,10 +28,16 @@ def lab_order() -> Process:
     p.service("summary", "Prepare result sheet", LT, op="lab.order_summary",
               params={"order_id": "lab_order['order_id']"}, result="lab_summary")
     p.script("result_rows", "List analytes", LT,
-             "results = [{'test_code': i['test_code'], 'analyte_code': a['code'], 'value': ''} "
-             "for i in lab_summary['items'] if i.get('status') != 'cancelled' for a in i.get('analytes', [])]")
+             "wanted = [(i, a) for i in lab_summary['items'] if i.get('status') != 'cancelled' "
+             "for a in i.get('analytes', [])]\n"
+             "results = [{'test_code': i['test_code'], 'analyte_code': a['code'], 'value': ''} for i, a in wanted]\n"
+             "result_sheet = [i['test_code'] + ' / ' + a['code'] + ': ' + a['name'] "
+             "+ (' (' + a['units'] + ')' if a.get('units') else '') "
+             "+ (' one of: ' + ', '.join(a['options']) if a.get('options') else '') for i, a in wanted]\n"
+             "del wanted")
     p.user("enter", "Enter results", LT, form="lab_results", var="result_entry", scope="none", due_in="PT4H",
-           show="lab_summary,entry_result,verify_result")
+           show="result_sheet,entry_result,verify_result",
+           instructions="One row per analyte, in the order of the result sheet above.")
     p.service("save_results", "Save results", LT, op="lab.enter_results",
               params={"order_id": "lab_order['order_id']", "results": "result_entry['results']"}, result="entry_result")
     p.xor("gw_entered", "All results in?", LT)
