@@ -31,6 +31,7 @@ BLUEPRINTS = (
     "inventory.routes",
     "finance.routes",
     "journeys.opd",
+    "wards.routes",
 )
 
 # Modules whose import registers service-task operations (see hms.workflow.operations).
@@ -39,6 +40,7 @@ OPERATION_MODULES: tuple[str, ...] = (
     "departments.lab.operations",
     "inventory.operations",
     "finance.operations",
+    "wards.operations",
 )
 
 _MUTATING = {"POST", "PUT", "PATCH", "DELETE"}

@@ -1,10 +1,16 @@
-"""Wards, rooms and beds. Bed states: free, reserved, occupied, to_clean, blocked."""
+"""Wards, rooms and beds. Bed states: free, reserved, occupied, to_clean, blocked.
+
+A bed_assignment links a bed to an admission (and its patient) while the bed is reserved
+or occupied; "ended" assignments are the bed's history. Two partial unique indexes make the
+database refuse what the services refuse: a second active assignment of one bed, and a
+second active bed of one admission.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, String, UniqueConstraint
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from hms.db import Base, utcnow
@@ -12,6 +18,9 @@ from hms.db import Base, utcnow
 WARD_TYPES = ("general", "private", "icu", "maternity")
 WARD_GENDERS = ("male", "female", "mixed")
 BED_STATES = ("free", "reserved", "occupied", "to_clean", "blocked")
+ASSIGNMENT_STATES = ("reserved", "occupied", "ended")
+ACTIVE_ASSIGNMENT_STATES = ("reserved", "occupied")
+_ACTIVE = "state IN ('reserved', 'occupied')"
 
 
 class Ward(Base):
@@ -59,3 +68,33 @@ class Bed(Base):
     state: Mapped[str] = mapped_column(String(12), default="free")
 
     ward: Mapped[Ward] = relationship(back_populates="beds")
+
+
+class BedAssignment(Base):
+    """A bed held for (reserved) or used by (occupied) one admission; ended when released or vacated.
+
+    admission_id has no foreign key yet: the admission table arrives with the admissions work.
+    """
+
+    __tablename__ = "bed_assignment"
+    __table_args__ = (
+        CheckConstraint(f"state IN {ASSIGNMENT_STATES}", name="state"),
+        CheckConstraint("(state = 'ended') = (ended_at IS NOT NULL)", name="ended_at"),
+        Index("uq_bed_assignment_active_bed", "bed_id", unique=True,
+              sqlite_where=text(_ACTIVE), postgresql_where=text(_ACTIVE)),
+        Index("uq_bed_assignment_active_admission", "admission_id", unique=True,
+              sqlite_where=text(_ACTIVE), postgresql_where=text(_ACTIVE)),
+        Index("ix_bed_assignment_bed_started", "bed_id", "started_at"),
+        Index("ix_bed_assignment_patient", "patient_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    bed_id: Mapped[int] = mapped_column(ForeignKey("bed.id"))
+    admission_id: Mapped[int] = mapped_column()
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patient.id"))
+    state: Mapped[str] = mapped_column(String(10), default="reserved")
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    occupied_at: Mapped[datetime | None] = mapped_column()
+    ended_at: Mapped[datetime | None] = mapped_column()
+    end_reason: Mapped[str | None] = mapped_column(String(200))
+    by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))

@@ -14,6 +14,7 @@ NAV = (
     ("My work", "tasks.my_work_page", None),
     ("Check-in", "opd.checkin_page", {"reception", "nurse", "admin"}),
     ("OPD queue", "opd.doctor_page", {"doctor", "nurse"}),
+    ("Beds", "wards.board_page", {"nurse", "doctor", "reception", "admin", "department_head", "housekeeping"}),
     ("Lab", "lab.worklist_page", {"lab_technician", "pathologist"}),
     ("Pharmacy", "inventory.stock_page", {"pharmacist", "admin"}),
     ("Bills", "finance.bills_page", {"cashier", "finance_manager", "admin", "reception"}),
