@@ -91,3 +91,16 @@ def describe_lines(ctx: OperationContext, params: dict) -> list:
         described.append({"item_code": item.code, "medicine": item.display_name,
                           "quantity": line.get("quantity"), "in_stock": stock["stock_on_hand"]})
     return described
+
+
+class DispenseLinesParams(Schema):
+    prescription_lines = fields.List(fields.Dict(), required=True)
+
+
+@operation("inventory.dispense_lines", params=DispenseLinesParams)
+def dispense_lines(ctx: OperationContext, params: dict) -> list:
+    """The dispensing form's starting rows: each prescription line as {item_code, quantity,
+    prescription_item_id}, nothing else (the form refuses unknown columns). Reads nothing."""
+    return [{"item_code": str(line.get("item_code", "")), "quantity": line.get("quantity"),
+             "prescription_item_id": line.get("prescription_item_id")}
+            for line in params["prescription_lines"]]

@@ -25,16 +25,10 @@ def lab_order() -> Process:
               params={"order_id": "lab_order['order_id']", "collected": "collection['collected']",
                       "rejection_reason": "collection.get('rejection_reason')"}, result="collection_result")
     p.xor("gw_collected", "Sample accepted?", LT)
-    p.service("summary", "Prepare result sheet", LT, op="lab.order_summary",
-              params={"order_id": "lab_order['order_id']"}, result="lab_summary")
-    p.script("result_rows", "List analytes", LT,
-             "wanted = [(i, a) for i in lab_summary['items'] if i.get('status') != 'cancelled' "
-             "for a in i.get('analytes', [])]\n"
-             "results = [{'test_code': i['test_code'], 'analyte_code': a['code'], 'value': ''} for i, a in wanted]\n"
-             "result_sheet = [i['test_code'] + ' / ' + a['code'] + ': ' + a['name'] "
-             "+ (' (' + a['units'] + ')' if a.get('units') else '') "
-             "+ (' one of: ' + ', '.join(a['options']) if a.get('options') else '') for i, a in wanted]\n"
-             "del wanted")
+    p.service("result_rows", "Result rows", LT, op="lab.result_rows",
+              params={"order_id": "lab_order['order_id']"}, result="results")
+    p.service("result_sheet", "Result sheet", LT, op="lab.result_sheet",
+              params={"order_id": "lab_order['order_id']"}, result="result_sheet")
     p.user("enter", "Enter results", LT, form="lab_results", var="result_entry", scope="none", due_in="PT4H",
            show="result_sheet,entry_result,verify_result",
            instructions="One row per analyte, in the order of the result sheet above.")
@@ -54,9 +48,9 @@ def lab_order() -> Process:
     p.end("end", "Results reviewed", DR)
 
     p.chain("start", "collect", "record_collection", "gw_collected")
-    p.flow("gw_collected", "summary", "collection_result['ok'] == True", name="accepted")
+    p.flow("gw_collected", "result_rows", "collection_result['ok'] == True", name="accepted")
     p.flow("gw_collected", "collect", default=True, name="recollect")
-    p.chain("summary", "result_rows", "enter", "save_results", "gw_entered")
+    p.chain("result_rows", "result_sheet", "enter", "save_results", "gw_entered")
     p.flow("gw_entered", "verify", "entry_result['ok'] == True and entry_result['complete'] == True", name="complete")
     p.flow("gw_entered", "enter", default=True, name="fix or finish")
     p.chain("verify", "verify_results", "gw_verified")
@@ -122,7 +116,8 @@ def opd_visit() -> Process:
     p.call("lab_work", "Lab work", LT, "lab_order")
     p.xor("gw_lab_done", "", LT)
     p.xor("gw_has_meds", "Medicines prescribed?", PH)
-    p.script("dispense_lines", "List medicines to dispense", PH, "lines = consult_result['prescription_lines']")
+    p.service("dispense_lines", "List medicines to dispense", PH, op="inventory.dispense_lines",
+              params={"prescription_lines": "consult_result['prescription_lines']"}, result="lines")
     p.service("describe_lines", "Look up the medicines", PH, op="inventory.describe_lines",
               params={"lines": "lines"}, result="medicines")
     p.user("dispense", "Dispense medicines", PH, form="dispense", var="dispensing", scope="none", due_in="PT30M",

@@ -169,3 +169,32 @@ def order_summary(ctx: OperationContext, params: dict) -> dict:
     """Status of an order and its items (no result values) for gateways and task pages."""
     order = _order(ctx, params["order_id"])
     return services.order_summary(ctx.session, ctx.actor, order.id)
+
+
+def _wanted_analytes(ctx: OperationContext, order_id: int) -> list[tuple[dict, dict]]:
+    summary = services.order_summary(ctx.session, ctx.actor, _order(ctx, order_id).id)
+    return [(item, analyte) for item in summary["items"] if item.get("status") != "cancelled"
+            for analyte in item.get("analytes", [])]
+
+
+@operation("lab.result_rows", params=OrderParams)
+def result_rows(ctx: OperationContext, params: dict) -> list:
+    """One empty result row per analyte of the order's live tests: the result-entry form
+    starts from these. Reads only."""
+    return [{"test_code": item["test_code"], "analyte_code": analyte["code"], "value": ""}
+            for item, analyte in _wanted_analytes(ctx, params["order_id"])]
+
+
+@operation("lab.result_sheet", params=OrderParams)
+def result_sheet(ctx: OperationContext, params: dict) -> list:
+    """What each result row is, for the technician: "CBC / HB: Haemoglobin (g/dL)", with the
+    options of option-type analytes. Reads only."""
+    sheet = []
+    for item, analyte in _wanted_analytes(ctx, params["order_id"]):
+        line = f"{item['test_code']} / {analyte['code']}: {analyte['name']}"
+        if analyte.get("units"):
+            line += f" ({analyte['units']})"
+        if analyte.get("options"):
+            line += " one of: " + ", ".join(analyte["options"])
+        sheet.append(line)
+    return sheet
