@@ -83,7 +83,7 @@ def live_server(app):
 def browser():
     """One headless Chromium for the whole session (a launch costs about a second)."""
     if not CHROMIUM.exists():
-        pytest.skip(SKIP_REASON)
+        pytest.skip(reason=SKIP_REASON)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
