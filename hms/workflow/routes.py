@@ -59,19 +59,20 @@ def instance_json(session, instance: ProcessInstance, *, detail: bool = False) -
     }
     if detail:
         data["open_tasks"] = [item_json(i) for i in queue.open_items_of(session, instance.id)]
+        events = queue.history(session, instance.id)
+        names = _usernames(session, {e.user_id for e in events if e.user_id is not None})
         data["history"] = [{"task": e.task_name, "title": e.title, "action": e.action, "user_id": e.user_id,
-                            "user": _username(session, e.user_id), "at": e.at.isoformat()}
-                           for e in queue.history(session, instance.id)]
+                            "user": names.get(e.user_id), "at": e.at.isoformat()} for e in events]
     return data
 
 
-def _username(session, user_id):
-    if user_id is None:
-        return None
+def _usernames(session, user_ids: set[int]) -> dict[int, str]:
+    """Usernames of the history's users, in one query."""
+    if not user_ids:
+        return {}
     from hms.auth.models import User
 
-    user = session.get(User, user_id)
-    return user.username if user else None
+    return dict(session.execute(select(User.id, User.username).where(User.id.in_(user_ids))).all())
 
 
 def _fault_response(result):
