@@ -71,13 +71,15 @@ def _empty_all_tables(db: Database) -> None:
 
 @pytest.fixture(autouse=True)
 def _clean_tables(request):
+    # Parsed specs are cached by (key, version) for the process, and every test starts from
+    # empty tables: one test's "version 2" must never be served to another.
+    from hms.workflow import specs
+
+    specs.CACHE.clear()
     yield
+    specs.CACHE.clear()
     if "database" in request.fixturenames:
         _empty_all_tables(request.getfixturevalue("database"))
-        # Parsed specs are cached by (key, version); the next test's "version 1" is another file.
-        from hms.workflow import specs
-
-        specs.CACHE.clear()
 
 
 @pytest.fixture

@@ -20,11 +20,9 @@ def fixture_pathways(app, database):
     test operation registered."""
     import tests.workflow.conftest as workflow_fixtures  # registers the fixture.record operation
 
-    specs.CACHE.clear()
     with database.transaction() as s:
         specs.sync_shipped(s, workflow_fixtures.FIXTURES, Actor.system("test"))
     yield
-    specs.CACHE.clear()
 
 
 @pytest.fixture

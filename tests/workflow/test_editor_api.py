@@ -62,13 +62,6 @@ BAD_DRAFTS = {
 # --- the cast -------------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def _fresh_spec_cache():
-    """Parsed specs are cached by (key, version) for the process, and every test starts from
-    empty tables: a "version 2" of one test must not be served to another."""
-    specs.CACHE.clear()
-    yield
-    specs.CACHE.clear()
 
 @pytest.fixture
 def cast(app, pathways, make_department, make_user, database):

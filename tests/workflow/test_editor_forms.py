@@ -19,13 +19,6 @@ from tests.workflow.test_editor_api import VISIT, XML, with_consent
 REVIEW = json.loads(open("forms/review.json").read())
 
 
-@pytest.fixture(autouse=True)
-def _fresh_spec_cache():
-    specs.CACHE.clear()
-    yield
-    specs.CACHE.clear()
-
-
 @pytest.fixture
 def staff(app, make_user, make_department):
     from tests.conftest import login

@@ -25,13 +25,6 @@ TRIAGE_OK = {"temperature_c": 37.2, "pulse": 80, "systolic_bp": 120, "diastolic_
 
 
 
-@pytest.fixture(autouse=True)
-def _fresh_spec_cache():
-    """Parsed specs are cached by (key, version) for the process, and every test starts from
-    empty tables: a "version 2" of one test must not be served to another."""
-    specs.CACHE.clear()
-    yield
-    specs.CACHE.clear()
 
 @pytest.fixture
 def ward(app, pathways, make_department, make_user, database):

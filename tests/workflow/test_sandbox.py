@@ -136,7 +136,7 @@ GENERATOR_FINALISER = """\
 def numbers():
     try:
         yield 1
-    except:
+    except BaseException:
         pass
 for attempt in range(100000):
     for number in numbers():
