@@ -32,6 +32,8 @@ BLUEPRINTS = (
     "finance.routes",
     "journeys.opd",
     "wards.routes",
+    "wards.nursing_routes",
+    "journeys.inpatient",
 )
 
 # Modules whose import registers service-task operations (see hms.workflow.operations).
@@ -41,6 +43,7 @@ OPERATION_MODULES: tuple[str, ...] = (
     "inventory.operations",
     "finance.operations",
     "wards.operations",
+    "wards.nursing_operations",
 )
 
 _MUTATING = {"POST", "PUT", "PATCH", "DELETE"}

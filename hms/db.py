@@ -208,6 +208,7 @@ MODEL_MODULES = (
     "hms.jobs",
     "hms.patients.models",
     "wards.models",
+    "wards.nursing_models",
     "hms.workflow.models",
     "hms.workflow.editor",
     "hms.form_versions",

@@ -5,6 +5,8 @@ from __future__ import annotations
 ROLES: dict[str, str] = {
     "reception": "Reception",
     "nurse": "Nurse",
+    # The nurse in charge of a ward's shift: overdue and missed ward work escalates here.
+    "charge_nurse": "Charge Nurse",
     "doctor": "Doctor",
     "lab_technician": "Lab Technician",
     "pathologist": "Pathologist",
@@ -17,7 +19,17 @@ ROLES: dict[str, str] = {
 }
 
 ALL_ROLES = frozenset(ROLES)
+# A role that includes another: a charge nurse is a nurse of the ward, with escalations on top.
+IMPLIES: dict[str, frozenset[str]] = {"charge_nurse": frozenset({"nurse"})}
 CLINICIANS = frozenset({"doctor", "nurse", "lab_technician", "pathologist", "pharmacist"})
+
+
+def effective_roles(names) -> frozenset[str]:
+    """The roles a user acts with: the ones granted plus the ones they imply."""
+    roles = set(names)
+    for name in names:
+        roles |= IMPLIES.get(name, frozenset())
+    return frozenset(roles)
 
 
 def role_for_lane(lane_name: str | None) -> str | None:

@@ -18,7 +18,7 @@ from hms import audit
 from hms.audit import Actor
 from hms.auth.models import ApiToken, LoginAttempt, User, UserDepartment, UserRole, UserWard
 from hms.auth.passwords import hash_password, needs_rehash, password_problem, verify_password
-from hms.auth.roles import ALL_ROLES
+from hms.auth.roles import ALL_ROLES, effective_roles
 from hms.db import config_of, utcnow
 from hms.errors import Conflict, Invalid, NotFound, TooManyRequests, Unauthorized
 
@@ -40,7 +40,7 @@ def _new_session_token() -> str:
 
 def actor_for(user: User, ip: str | None = None) -> Actor:
     """The audit Actor for a user (roles and scopes as they are now)."""
-    return Actor(user_id=user.id, username=user.username, roles=user.role_names,
+    return Actor(user_id=user.id, username=user.username, roles=effective_roles(user.role_names),
                  department_ids=user.department_ids, ward_ids=user.ward_ids, ip=ip)
 
 

@@ -13,6 +13,7 @@ from flask import Flask, current_app, g, session
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 from flask_principal import AnonymousIdentity, Identity, Need, Principal, RoleNeed, UserNeed
 
+from hms.auth.roles import effective_roles
 from hms.web.context import db_session
 
 login_manager = LoginManager()
@@ -67,7 +68,7 @@ def _identity_from_login():
     user = current_user.user
     identity = Identity(user.id, auth_type="token" if current_user.via_token else "session")
     identity.provides.add(UserNeed(user.id))
-    for role in user.role_names:
+    for role in effective_roles(user.role_names):
         identity.provides.add(RoleNeed(role))
     for ward_id in user.ward_ids:
         identity.provides.add(Need("ward", ward_id))

@@ -77,7 +77,7 @@ def test_get_unknown_user_is_404(admin):
 
 def test_roles_are_listed_with_labels_for_any_user(as_role):
     roles = as_role("housekeeping").get("/api/v1/roles").get_json()["roles"]
-    assert len(roles) == 11
+    assert len(roles) == 12
     assert {"name": "lab_technician", "label": "Lab Technician"} in roles
     assert [r["name"] for r in roles] == list(ROLES)
 

@@ -1,0 +1,1 @@
+"""Nursing tables (placeholder; filled by the nursing work)."""

@@ -1,0 +1,1 @@
+"""Nursing operations (placeholder; filled by the nursing work)."""
