@@ -130,10 +130,11 @@ def prepare_workflows(config: Config, db: Database, *, sync: bool = True) -> Non
     from hms.workflow import lint, messages, operations, specs  # noqa: F401 (messages registers its job)
 
     operations.register_domain_operations(OPERATION_MODULES)
-    from journeys import billing, opd as opd_journey
+    from journeys import billing, inpatient, opd as opd_journey
 
     billing.register()
     opd_journey.register()
+    inpatient.register()
     lint.register(config.forms_dir)
     if not sync:
         return

@@ -48,6 +48,7 @@ USERS = (
     ("reception", "Sana Javed", ("reception",), ("GM",), ()),
     ("nurse", "Nusrat Parveen", ("nurse",), ("GM",), ("MWM", "MWF")),
     ("ward_nurse", "Rubina Akhtar", ("nurse",), (), ("SW", "PW")),
+    ("charge_nurse", "Shazia Bibi", ("nurse", "charge_nurse"), ("GM",), ("MWM", "MWF")),
     ("doctor", "Dr. Ayesha Siddiqui", ("doctor",), ("GM",), ()),
     ("lab", "Kamran Haider", ("lab_technician",), ("PATH",), ()),
     ("pathologist", "Dr. Farhan Mirza", ("pathologist",), ("PATH",), ()),

@@ -18,7 +18,7 @@ COL, LANE_H, LEFT = 150, 140, 80
 class Node:
     id: str
     name: str
-    kind: str  # startEvent, endEvent, userTask, serviceTask, scriptTask, exclusiveGateway, parallelGateway, callActivity
+    kind: str  # startEvent, endEvent, boundaryEvent, userTask, serviceTask, scriptTask, exclusiveGateway, parallelGateway, callActivity
     lane: str
     body: str = ""
     attrs: dict = field(default_factory=dict)
@@ -97,6 +97,15 @@ class Process:
     def fork(self, id, name, lane):
         return self._add(Node(id, name, "parallelGateway", lane))
 
+    def boundary_timer(self, id, name, attached_to: str, when: str, *, cancel: bool = True):
+        """A timer on the edge of a task: `when` is an expression giving an ISO date-time
+        (e.g. "escalate_at"); an interrupting timer takes the token away from the task."""
+        lane = self.nodes[attached_to].lane
+        body = (f"<bpmn:timerEventDefinition id=\"{id}_def\"><bpmn:timeDate>{escape(when)}</bpmn:timeDate>"
+                f"</bpmn:timerEventDefinition>")
+        return self._add(Node(id, name, "boundaryEvent", lane, body,
+                              {"attachedToRef": attached_to, "cancelActivity": "true" if cancel else "false"}))
+
     def call(self, id, name, lane, called: str):
         return self._add(Node(id, name, "callActivity", lane, attrs={"calledElement": called}))
 
@@ -119,6 +128,9 @@ class Process:
         out: dict[str, list[str]] = {n: [] for n in self.nodes}
         for f in self.flows:
             out[f.source].append(f.target)
+        for n in self.nodes.values():
+            if n.kind == "boundaryEvent":
+                out[n.attrs["attachedToRef"]].append(n.id)
         starts = [n.id for n in self.nodes.values() if n.kind == "startEvent"]
         back, state = set(), {}
 
@@ -134,7 +146,8 @@ class Process:
         for s in starts:
             dfs(s)
         rank = {n: 0 for n in self.nodes}
-        order = self._topo([(f.source, f.target) for f in self.flows if (f.source, f.target) not in back])
+        edges = [(a, b) for a in out for b in out[a] if (a, b) not in back]
+        order = self._topo(edges)
         for n in order:
             for m in out[n]:
                 if (n, m) not in back:
@@ -171,6 +184,11 @@ class Process:
             cx = LEFT + 60 + rank[nid] * COL + 75
             cy = lane_i * LANE_H + LANE_H // 2 + slot * 18
             pos[nid] = (cx - w // 2, cy - h // 2, w, h)
+        for nid, node in self.nodes.items():
+            if node.kind == "boundaryEvent":  # sits on the bottom edge of its task
+                tx, ty, tw, th = pos[node.attrs["attachedToRef"]]
+                w, h = SIZES["event"]
+                pos[nid] = (tx + tw - w - 6, ty + th - h // 2, w, h)
         width = LEFT + 60 + (max(rank.values()) + 1) * COL + 60
         return pos, width
 
@@ -207,7 +225,7 @@ class Process:
             flows = "".join(f"<bpmn:incoming>{i}</bpmn:incoming>" for i in incoming[n.id]) + \
                 "".join(f"<bpmn:outgoing>{o}</bpmn:outgoing>" for o in outgoing[n.id])
             body = n.body
-            if n.kind == "scriptTask":  # script must come after incoming/outgoing in the schema
+            if n.kind in ("scriptTask", "boundaryEvent"):  # the schema wants these after incoming/outgoing
                 lines.append(f'    <bpmn:{n.kind} id="{n.id}" name={quoteattr(n.name)}{attrs}>{flows}{body}</bpmn:{n.kind}>')
             else:
                 lines.append(f'    <bpmn:{n.kind} id="{n.id}" name={quoteattr(n.name)}{attrs}>{body}{flows}</bpmn:{n.kind}>')
@@ -240,7 +258,10 @@ class Process:
         for f in self.flows:
             sx, sy, sw, sh = pos[f.source]
             tx, ty, tw, th = pos[f.target]
-            if (f.source, f.target) in self._back:
+            if self.nodes[f.source].kind == "boundaryEvent":
+                a, b = (sx + sw // 2, sy + sh), (tx, ty + th // 2)
+                pts = [a, (a[0], b[1]), b] if a[1] != b[1] else [a, b]
+            elif (f.source, f.target) in self._back:
                 top = min(sy, ty) - 25
                 pts = [(sx + sw // 2, sy), (sx + sw // 2, top), (tx + tw // 2, top), (tx + tw // 2, ty)]
             else:

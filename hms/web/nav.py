@@ -5,6 +5,8 @@ from __future__ import annotations
 from flask import current_app, url_for
 from flask_login import current_user
 
+from hms.auth.roles import effective_roles
+
 # (label, endpoint, roles that see it). Entries whose endpoint is not registered are skipped.
 NAV = (
     ("Home", "web.home", None),
@@ -15,9 +17,13 @@ NAV = (
     ("Check-in", "opd.checkin_page", {"reception", "nurse", "admin"}),
     ("OPD queue", "opd.doctor_page", {"doctor", "nurse"}),
     ("Beds", "wards.board_page", {"nurse", "doctor", "reception", "admin", "department_head", "housekeeping"}),
+    ("Admissions", "wards.admissions_page", {"nurse", "doctor", "reception", "admin", "department_head"}),
     ("Lab", "lab.worklist_page", {"lab_technician", "pathologist"}),
     ("Pharmacy", "inventory.stock_page", {"pharmacist", "admin"}),
+    ("Returns", "inventory.returns_page", {"pharmacist"}),
     ("Bills", "finance.bills_page", {"cashier", "finance_manager", "admin", "reception"}),
+    ("Discharges", "finance.closing_page", {"cashier", "finance_manager", "admin"}),
+    ("Cash closing", "finance.cash_closing_page", {"cashier", "finance_manager"}),
     ("Pathways", "pathways.list_page", {"department_head", "admin"}),
     ("Users", "auth.users_page", {"admin"}),
     ("Audit", "audit.audit_page", {"admin"}),
@@ -27,7 +33,7 @@ NAV = (
 def nav_items() -> list[dict]:
     if not current_user.is_authenticated:
         return []
-    roles = current_user.user.role_names
+    roles = effective_roles(current_user.user.role_names)
     items = []
     for label, endpoint, allowed in NAV:
         if endpoint not in current_app.view_functions:

@@ -8,7 +8,7 @@ wins and the other gets 409.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from uuid import UUID
 
 from sqlalchemy import and_, func, or_, select, update
@@ -53,7 +53,17 @@ def _priority(task) -> int:
 
 
 def _due_at(task, now: datetime) -> datetime | None:
-    raw = _evaluated(_properties(task).get("due_in"), task)
+    """From `due_at` (an expression giving an ISO date-time: a dose due at 14:00) or
+    `due_in` (a duration from now: "PT30M")."""
+    props = _properties(task)
+    if props.get("due_at"):
+        raw = _evaluated(props["due_at"], task)
+        try:
+            due = datetime.fromisoformat(str(raw))
+        except ValueError:
+            return None
+        return due if due.tzinfo else due.replace(tzinfo=timezone.utc)
+    raw = _evaluated(props.get("due_in"), task)
     if not raw:
         return None
     from hms.workflow.sandbox import parse_duration
@@ -89,9 +99,13 @@ def _form_values(session: Session, form_key: str | None, task, instance_id: int 
 
 def _scope(task) -> tuple[int | None, int | None]:
     """(ward_id, department_id) from task data, as the task's `scope` property allows:
-    auto (both, default), ward, department, or none (a service lane such as the cashier)."""
-    scope = str(_properties(task).get("scope", "auto")).strip().lower()
-    ward = _int_or_none(task.data.get("ward_id")) if scope in ("auto", "ward") else None
+    auto (both, default), ward, department, or none (a service lane such as the cashier).
+    A `ward` property ("=reservation['ward_id']") names the ward when it is not the
+    `ward_id` variable, e.g. the bed a service task just reserved or a transfer's target."""
+    props = _properties(task)
+    scope = str(props.get("scope", "auto")).strip().lower()
+    source = _evaluated(props["ward"], task) if props.get("ward") else task.data.get("ward_id")
+    ward = _int_or_none(source) if scope in ("auto", "ward") else None
     dept = _int_or_none(task.data.get("department_id")) if scope in ("auto", "department") else None
     return ward, dept
 

@@ -128,12 +128,14 @@ def test_one_demo_user_per_role_with_scopes(demo, database):
         users = {u.username: u for u in s.execute(select(User)).scalars()}
         scopes = {name: _scopes(s, u) for name, u in users.items()}
         all_wards = set(s.execute(select(Ward.name)).scalars())
-    assert set(users) == {"admin", "reception", "nurse", "ward_nurse", "doctor", "lab", "pathologist",
-                          "pharmacist", "cashier", "finance", "head_medicine", "housekeeping"}
+    assert set(users) == {"admin", "reception", "nurse", "ward_nurse", "charge_nurse", "doctor", "lab",
+                          "pathologist", "pharmacist", "cashier", "finance", "head_medicine", "housekeeping"}
     roles = {name: set(u.role_names) for name, u in users.items()}
     assert set().union(*roles.values()) == {"admin", "reception", "nurse", "doctor", "lab_technician",
                                             "pathologist", "pharmacist", "cashier", "finance_manager",
-                                            "department_head", "housekeeping"}
+                                            "department_head", "housekeeping", "charge_nurse"}
+    assert roles["charge_nurse"] == {"nurse", "charge_nurse"}
+    assert scopes["charge_nurse"] == ({"GM"}, {"Medical Ward Male", "Medical Ward Female"})
     assert roles["lab"] == {"lab_technician"} and roles["head_medicine"] == {"department_head"}
     assert scopes["nurse"] == ({"GM"}, {"Medical Ward Male", "Medical Ward Female"})
     assert scopes["ward_nurse"] == (set(), {"Surgical Ward", "Paediatric Ward"})
@@ -171,7 +173,7 @@ def test_fifty_patients_registered_in_order(demo, database):
 def test_summary_lines(demo):
     assert demo[:4] == ["departments: 6 created, 0 already present",
                         "wards: 7 created (54 beds), 0 already present",
-                        "users: 12 created, 0 already present",
+                        "users: 13 created, 0 already present",
                         "patients: 50 registered, 0 already present"]
     # The departments' own demo data follows (tariffs, formulary, lab catalogue ...).
     assert len(demo) > 4 and all(": " in line for line in demo[4:])
@@ -192,7 +194,7 @@ def test_running_twice_changes_nothing(demo, database):
         again = load_demo(s)
     assert again[:4] == ["departments: 0 created, 6 already present",
                          "wards: 0 created, 7 already present",
-                         "users: 0 created, 12 already present",
+                         "users: 0 created, 13 already present",
                          "patients: 0 registered, 50 already present"]
     assert not [line for line in again[4:] if re.search(r"\b[1-9]\d* (created|added|registered)", line)]
     assert _snapshot(database) == before
@@ -221,7 +223,7 @@ def test_demo_is_audited_by_the_demo_actor_without_names_or_cnics(demo, database
     with database.engine.connect() as conn:
         rows = conn.execute(text("SELECT actor_name, action, detail FROM audit_log")).all()
     actions = Counter(r.action for r in rows)
-    assert actions["user.create"] == 12 and actions["patient.register"] == 50
+    assert actions["user.create"] == 13 and actions["patient.register"] == 50
     assert {r.actor_name for r in rows} == {"demo"}
     stored = " ".join(json.dumps(r.detail) for r in rows if r.detail)
     for p in PATIENTS:
