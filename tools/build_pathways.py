@@ -255,7 +255,7 @@ def discharge_billing() -> Process:
     p = Process("discharge_billing", "Discharge and final bill", lanes)
     DR, NU, PH, CA, HK = lanes
     p.start("start", "Discharge decided", DR)
-    p.user("summary", "Discharge summary", DR, form="discharge_summary", var="summary", scope="department",
+    p.user("write_summary", "Discharge summary", DR, form="discharge_summary", var="summary", scope="department",
            assign_to="=doctor_id", due_in="PT2H",
            instructions="Diagnoses, procedures, condition at discharge, discharge medicines and follow-up. "
                         "Signing it starts the nursing discharge.")
@@ -312,7 +312,7 @@ def discharge_billing() -> Process:
               result="cleaned")
     p.end("end", "Discharged", HK)
 
-    p.chain("start", "summary", "sign", "admission_info", "on_hand", "nursing", "pharmacy_blockers",
+    p.chain("start", "write_summary", "sign", "admission_info", "on_hand", "nursing", "pharmacy_blockers",
             "lab_blockers", "gate", "gw_gate")
     p.flow("gw_gate", "send_returns", "gate['ok'] == True", name="clear")
     p.flow("gw_gate", "admission_info", default=True, name="blocked")

@@ -378,9 +378,15 @@ def _accepted_parameters(name: str) -> dict[str, bool] | None:
 def _check_parameters(doc: _Doc, task, operator, name: str) -> Iterator[Problem]:
     given = doc.find(".//spiffworkflow:parameter", operator)
     accepted = _accepted_parameters(name)
+    element_ids = {e.get("id") for e in doc.find("//bpmn:*[@id]")}
     for param in given:
         pid = param.get("id") or ""
-        if accepted is not None and pid not in accepted:
+        if pid in element_ids:
+            # The engine finds elements by id anywhere in the file, parameters included.
+            yield doc.problem("bad_parameters", task,
+                              f'{_title(task)} gives parameter "{pid}", which is also the id of an element of '
+                              f'this diagram; the engine would confuse them. Rename the element.', at=param)
+        elif accepted is not None and pid not in accepted:
             takes = ", ".join(sorted(accepted)) or "no parameters"
             yield doc.problem("bad_parameters", task,
                               f'{_title(task)} gives parameter "{pid}", which operation {name} does not take '

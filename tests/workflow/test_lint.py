@@ -209,6 +209,16 @@ def test_bad_parameters(forms, old, new, words):
     assert words in problem.message
 
 
+def test_parameter_named_like_an_element(forms):
+    # SpiffWorkflow looks elements up by id across the file, so a parameter "triage" next to
+    # a task "triage" breaks the diagram in a way its own message does not explain.
+    problems = lint_clean(forms, '<spiffworkflow:parameter id="test_code" type="str" value="&quot;CBC&quot;" />',
+                          '<spiffworkflow:parameter id="test_code" type="str" value="&quot;CBC&quot;" />'
+                          '<spiffworkflow:parameter id="triage" type="any" value="1" />')
+    named = [p for p in problems if p.code == "bad_parameters"]
+    assert [p.element_id for p in named] == ["order_lab"] and "Rename the element" in named[0].message
+
+
 # --- 7. scripts and conditions ----------------------------------------------------------
 
 def test_script_task_that_does_not_compile(forms):
