@@ -11,7 +11,9 @@ forgot to lock; the services lock the batch rows they change (SELECT ... FOR UPD
 
 Patients belong to hms.patients (core), so `patient_id` has a foreign key. Prescriptions
 live in the OPD package, which inventory must not import: `prescription_ref` and
-`prescription_item_id` are references, not foreign keys.
+`prescription_item_id` are references, not foreign keys. Likewise admissions belong to
+wards: a dispense to a ward (an "issue") and a ward return carry `admission_id` without
+a foreign key.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ UNITS = ("tablet", "capsule", "ml", "bottle", "vial", "ampoule", "tube", "sachet
 MOVEMENT_KINDS = ("receipt", "dispense", "return", "adjustment")
 ADJUSTMENT_REASONS = ("damaged", "expired_write_off", "count_correction")
 RECEIPT_KINDS = ("purchase", "opening")
+WARD_RETURN_STATES = ("sent", "received", "rejected")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -190,13 +193,20 @@ class PrescriptionSupply(Base):
 
 
 class Dispense(Base):
-    """Medicines handed to a patient against a prescription."""
+    """Medicines handed to a patient against a prescription.
+
+    An issue to a ward is a dispense with `admission_id` (its prescription_ref starts with
+    "admission:<admission_id>"); the ward confirms receipt (`ward_accepted_at`). OPD
+    dispenses have no admission and need no acceptance.
+    """
 
     __tablename__ = "dispense"
     __table_args__ = (
         CheckConstraint("total_paisa >= 0", name="total"),
+        CheckConstraint("ward_accepted_at IS NULL OR admission_id IS NOT NULL", name="accepted_is_ward_issue"),
         Index("ix_dispense_patient", "patient_id", "id"),
         Index("ix_dispense_prescription_ref", "prescription_ref"),
+        Index("ix_dispense_admission", "admission_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -213,6 +223,12 @@ class Dispense(Base):
     # Set only when allergy alerts were overridden; the alerts as they were shown.
     allergy_override_reason: Mapped[str | None] = mapped_column(String(500))
     allergy_alerts: Mapped[list[Any] | None] = mapped_column(JSON)
+    # Issues to a ward: the admission (no foreign key: admissions belong to wards) and
+    # who on the ward confirmed receipt, and when.
+    admission_id: Mapped[int | None]
+    ward_accepted_at: Mapped[datetime | None]
+    ward_accepted_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+    ward_accepted_by_name: Mapped[str | None] = mapped_column(String(60))
 
     lines: Mapped[list["DispenseLine"]] = relationship(back_populates="dispense", order_by="DispenseLine.id")
 
@@ -261,5 +277,48 @@ class DispenseReturn(Base):
     reason: Mapped[str] = mapped_column(String(200))
     returned_at: Mapped[datetime] = mapped_column(default=utcnow)
     returned_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+
+    line: Mapped[DispenseLine] = relationship()
+
+
+class WardReturn(Base):
+    """Units of a ward issue line the ward sends back to pharmacy (unused at discharge).
+
+    "sent" until the pharmacist counts it: "received" (with the DispenseReturn that put
+    `received_quantity` back into the batch and is credited on the bill) or "rejected"
+    (nothing came back usable; `note` says why). While sent, the quantity is reserved:
+    the ward cannot send more of the line than it still holds.
+    """
+
+    __tablename__ = "ward_return"
+    __table_args__ = (
+        CheckConstraint(_in("state", WARD_RETURN_STATES), name="state"),
+        CheckConstraint("quantity > 0", name="quantity"),
+        CheckConstraint("received_quantity IS NULL OR (received_quantity >= 0 AND received_quantity <= quantity)",
+                        name="received_quantity"),
+        CheckConstraint("(state = 'sent') = (received_quantity IS NULL)", name="received_when_counted"),
+        CheckConstraint("state <> 'received' OR received_quantity > 0", name="received_positive"),
+        CheckConstraint("state <> 'rejected' OR received_quantity = 0", name="rejected_zero"),
+        CheckConstraint("(state = 'received') = (dispense_return_id IS NOT NULL)", name="return_when_received"),
+        Index("ix_ward_return_admission", "admission_id", "state"),
+        Index("ix_ward_return_state", "state", "id"),
+        Index("ix_ward_return_line", "dispense_line_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    admission_id: Mapped[int]
+    dispense_line_id: Mapped[int] = mapped_column(ForeignKey("dispense_line.id"))
+    quantity: Mapped[int]
+    reason: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(10), default="sent")
+    sent_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+    sent_by_name: Mapped[str] = mapped_column(String(60))
+    received_at: Mapped[datetime | None]
+    received_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+    received_by_name: Mapped[str | None] = mapped_column(String(60))
+    received_quantity: Mapped[int | None]
+    note: Mapped[str | None] = mapped_column(String(200))
+    dispense_return_id: Mapped[int | None] = mapped_column(ForeignKey("dispense_return.id"))
 
     line: Mapped[DispenseLine] = relationship()

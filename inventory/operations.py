@@ -6,6 +6,19 @@
                               (a line with quantity 0 is skipped: the task form's "not now")
     inventory.return_items    {dispense_line_id, quantity, reason} -> {"return_id", "amount_paisa"}
 
+Issues to wards (inventory.ward_issues; inventory.dispense with admission_id makes one):
+    inventory.ward_issue_info   {dispense_id}  -> {"dispense_id", "issue_no", "lines": [{"name", "quantity"...}],
+                                                   "total_paisa", "accepted", "admission_id"}
+    inventory.accept_ward_issue {dispense_id}  -> {"ok": true, "dispense_id"}
+    inventory.issued_on_hand    {admission_id} -> {"lines": [{"dispense_line_id", "item_code", "name", "dispensed",
+                                                   "returned", "pending_return", "on_hand"}]}
+    inventory.request_returns   {admission_id, lines: [{dispense_line_id, quantity, reason?}]}
+                                -> {"return_ids", "count"} (quantity 0 rows are skipped)
+    inventory.pending_returns   {admission_id} -> {"returns": [...], "count"}
+    inventory.receive_returns   {admission_id, lines: [{ward_return_id, received_quantity, note?}]}
+                                -> {"received", "rejected", "credited_paisa"}
+    inventory.ward_blockers     {admission_id} -> {"blockers": [{"kind", "text", "id"}], "count"}
+
 inventory.dispense never raises for a business outcome: an allergy, stock short or more
 than prescribed comes back as {"ok": false, "problems": [...]} for a gateway to branch on.
 
@@ -20,10 +33,11 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields
 
-from hms.errors import NotFound
+from hms.errors import Invalid, NotFound
 from hms.workflow.operations import OperationContext, OperationError, operation
-from inventory import services
-from inventory.schemas import CheckAllergiesParams, DispenseOperationParams, ReturnParams
+from inventory import services, ward_issues
+from inventory.schemas import (AdmissionParams, CheckAllergiesParams, DispenseIdParams, DispenseOperationParams,
+                               ReceiveReturnsParams, RequestReturnsParams, ReturnParams)
 
 
 def _patient_of(ctx: OperationContext, params: dict) -> int:
@@ -55,7 +69,7 @@ def dispense(ctx: OperationContext, params: dict) -> dict:
     outcome = services.dispense(
         ctx.session, ctx.actor, patient_id=patient_id, prescription_ref=params["prescription_ref"],
         lines=lines, partial_reason=params.get("partial_reason"),
-        allergy_override_reason=params.get("allergy_override_reason"))
+        allergy_override_reason=params.get("allergy_override_reason"), admission_id=params.get("admission_id"))
     # "line" counts the lines passed to the service; give it back as the form's row.
     for entry in outcome["problems"] + outcome["shortfalls"]:
         if isinstance(entry.get("line"), int) and 0 <= entry["line"] < len(kept):
@@ -104,3 +118,73 @@ def dispense_lines(ctx: OperationContext, params: dict) -> list:
     return [{"item_code": str(line.get("item_code", "")), "quantity": line.get("quantity"),
              "prescription_item_id": line.get("prescription_item_id")}
             for line in params["prescription_lines"]]
+
+
+# --- issues to wards ---------------------------------------------------------------------
+
+@operation("inventory.ward_issue_info", params=DispenseIdParams)
+def ward_issue_info(ctx: OperationContext, params: dict) -> dict:
+    """What a ward issue holds (medicine names and quantities), for the nurse's accept task."""
+    return ward_issues.ward_issue_info(ctx.session, params["dispense_id"])
+
+
+@operation("inventory.accept_ward_issue", params=DispenseIdParams)
+def accept_ward_issue(ctx: OperationContext, params: dict) -> dict:
+    """The ward confirms it received a pharmacy issue (refused twice and for OPD dispenses)."""
+    record = ward_issues.accept_ward_issue(ctx.session, ctx.actor, params["dispense_id"])
+    return {"ok": True, "dispense_id": record.id}
+
+
+@operation("inventory.issued_on_hand", params=AdmissionParams)
+def issued_on_hand(ctx: OperationContext, params: dict) -> dict:
+    """Medicines issued to an admission and what the ward still holds of each line."""
+    return {"lines": ward_issues.issued_on_hand(ctx.session, params["admission_id"])}
+
+
+@operation("inventory.request_returns", params=RequestReturnsParams)
+def request_returns(ctx: OperationContext, params: dict) -> dict:
+    """Send unused medicines back to pharmacy; rows with quantity 0 are skipped."""
+    ids = []
+    for line in params["lines"]:
+        if line["quantity"] <= 0:
+            continue
+        record = ward_issues.request_ward_return(ctx.session, ctx.actor, admission_id=params["admission_id"],
+                                                 dispense_line_id=line["dispense_line_id"],
+                                                 quantity=line["quantity"], reason=line.get("reason"))
+        ids.append(record.id)
+    return {"return_ids": ids, "count": len(ids)}
+
+
+@operation("inventory.pending_returns", params=AdmissionParams)
+def pending_returns(ctx: OperationContext, params: dict) -> dict:
+    """Returns of an admission sent by the ward and not yet counted by pharmacy."""
+    returns = ward_issues.pending_returns(ctx.session, params["admission_id"])
+    return {"returns": returns, "count": len(returns)}
+
+
+@operation("inventory.receive_returns", params=ReceiveReturnsParams)
+def receive_returns(ctx: OperationContext, params: dict) -> dict:
+    """Count ward returns: what is received goes back into stock and is credited on the bill."""
+    sent = {r["ward_return_id"] for r in ward_issues.pending_returns(ctx.session, params["admission_id"])}
+    received = rejected = credited = 0
+    for line in params["lines"]:
+        if line["ward_return_id"] not in sent:
+            raise Invalid(f"Ward return {line['ward_return_id']} is not waiting for pharmacy on admission "
+                          f"{params['admission_id']}.", code="not_pending",
+                          fields={"ward_return_id": ["Not a pending return of this admission."]})
+        outcome = ward_issues.receive_ward_return(ctx.session, ctx.actor, line["ward_return_id"],
+                                                  received_quantity=line["received_quantity"], note=line.get("note"))
+        sent.discard(line["ward_return_id"])
+        if outcome["state"] == "received":
+            received += 1
+            credited += outcome["amount_paisa"]
+        else:
+            rejected += 1
+    return {"received": received, "rejected": rejected, "credited_paisa": credited}
+
+
+@operation("inventory.ward_blockers", params=AdmissionParams)
+def ward_blockers(ctx: OperationContext, params: dict) -> dict:
+    """What the pharmacy still holds an admission's discharge for (unaccepted issues, uncounted returns)."""
+    blockers = ward_issues.ward_blockers(ctx.session, params["admission_id"])
+    return {"blockers": blockers, "count": len(blockers)}

@@ -6,6 +6,7 @@ permissions and rendering; the rules are in inventory.services.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
 from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
@@ -15,10 +16,11 @@ from hms.auth.roles import CLINICIANS
 from hms.errors import Conflict, HmsError, Invalid, NotFound
 from hms.patients.services import get_patient, patient_banner
 from hms.web.context import current_actor, db_session, json_body, mark_failed, page_args
-from inventory import services
+from inventory import services, ward_issues
 from inventory.models import ADJUSTMENT_REASONS, FORMS, UNITS
 from inventory.schemas import (AdjustmentIn, DispenseParams, ItemIn, PrescriptionCheckIn, ReceiptIn, ReturnParams,
-                               batch_json, dispense_json, item_json, movement_json, receipt_json)
+                               WardReceiveIn, WardReturnIn, batch_json, dispense_json, item_json, movement_json,
+                               receipt_json)
 
 bp = Blueprint("inventory", __name__, template_folder="templates")
 
@@ -28,6 +30,10 @@ DISPENSE = define("inventory.dispense", "pharmacist", "admin")
 DISPENSE_READ = define("inventory.dispenses.read", "pharmacist", "doctor", "nurse", "cashier", "admin")
 LEDGER_READ = define("inventory.ledger.read", "pharmacist", "finance_manager", "admin")
 PRESCRIPTION_CHECK = define("inventory.prescriptions.check", "doctor", "pharmacist", "nurse", "admin")
+WARD_PHARMACY_READ = define("inventory.ward_pharmacy.read", "nurse", "pharmacist", "doctor", "admin")
+WARD_ISSUE_ACCEPT = define("inventory.ward_issues.accept", "nurse", "admin")
+WARD_RETURN_SEND = define("inventory.ward_returns.send", "nurse", "admin")
+WARD_RETURN_RECEIVE = define("inventory.ward_returns.receive", "pharmacist", "admin")
 
 ADJUSTMENT_LABELS = {"damaged": "Damaged", "expired_write_off": "Expired write-off",
                      "count_correction": "Count correction"}
@@ -524,3 +530,83 @@ def return_submit(dispense_id: int):
     rupees, paisa = divmod(result["amount_paisa"], 100)
     flash(f"Return recorded: credit {rupees:,}.{paisa:02d} to the patient's bill.")
     return redirect(url_for("inventory.dispense_view_page", dispense_id=dispense_id))
+
+
+# --- issues to wards and ward returns ------------------------------------------------------
+
+@bp.get("/api/v1/admissions/<int:admission_id>/pharmacy")
+@requires(WARD_PHARMACY_READ)
+def api_admission_pharmacy(admission_id: int):
+    return jsonify(ward_issues.admission_pharmacy(db_session(), current_actor(), admission_id))
+
+
+@bp.post("/api/v1/pharmacy/issues/<int:dispense_id>/accept")
+@requires(WARD_ISSUE_ACCEPT)
+def api_accept_issue(dispense_id: int):
+    # Any nurse may call it: the admission's ward is not known here (wards is another
+    # package); the pathway's accept task is ward-scoped, and who accepted is recorded.
+    record = ward_issues.accept_ward_issue(db_session(), current_actor(), dispense_id)
+    return jsonify({"ok": True, "dispense_id": record.id, "accepted_by": record.ward_accepted_by_name,
+                    "accepted_at": record.ward_accepted_at.isoformat()})
+
+
+@bp.post("/api/v1/pharmacy/returns")
+@requires(WARD_RETURN_SEND)
+def api_send_return():
+    data = WardReturnIn().load(json_body())
+    record = ward_issues.request_ward_return(db_session(), current_actor(), **data)
+    return jsonify({"ward_return_id": record.id, "state": record.state, "quantity": record.quantity}), 201
+
+
+@bp.post("/api/v1/pharmacy/returns/<int:ward_return_id>/receive")
+@requires(WARD_RETURN_RECEIVE)
+def api_receive_return(ward_return_id: int):
+    data = WardReceiveIn().load(json_body())
+    return jsonify(ward_issues.receive_ward_return(db_session(), current_actor(), ward_return_id, **data))
+
+
+@bp.get("/api/v1/pharmacy/returns")
+@requires(WARD_RETURN_RECEIVE)
+def api_ward_returns():
+    state = request.args.get("state", "sent") or None
+    admission = request.args.get("admission_id")
+    admission_id = _int_or_raw(admission) if admission else None
+    if admission is not None and not isinstance(admission_id, int):
+        raise Invalid("admission_id must be a whole number.", fields={"admission_id": ["Not a valid id."]})
+    returns = ward_issues.list_ward_returns(db_session(), admission_id=admission_id,
+                                            state=None if state == "all" else state)
+    return jsonify({"returns": returns, "count": len(returns)})
+
+
+@bp.get("/inventory/returns")
+@requires(WARD_RETURN_RECEIVE)
+def ward_returns_page():
+    return _ward_returns_page()
+
+
+def _ward_returns_page(status: int = 200, **context):
+    returns = ward_issues.list_ward_returns(db_session(), state="sent")
+    for row in returns:  # shown in local time: the filter takes a datetime
+        row["sent_at"] = datetime.fromisoformat(row["sent_at"])
+    return _render("inventory/ward_returns.html", status, returns=returns, **context)
+
+
+@bp.post("/inventory/returns/<int:ward_return_id>/receive")
+@requires(WARD_RETURN_RECEIVE)
+def ward_return_receive_submit(ward_return_id: int):
+    form = request.form
+    try:
+        outcome = ward_issues.receive_ward_return(db_session(), current_actor(), ward_return_id,
+                                                  received_quantity=_int_or_raw(form.get("received_quantity", "")),
+                                                  note=form.get("note"))
+    except (Invalid, Conflict, NotFound) as err:
+        mark_failed()
+        return _ward_returns_page(err.http_status, failed_id=ward_return_id, failed_values=form.to_dict(),
+                                  failed_errors=err.fields, message=err.message)
+    if outcome["state"] == "received":
+        rupees, paisa = divmod(outcome["amount_paisa"], 100)
+        flash(f"Received {outcome['received_quantity']} back into stock: credit {rupees:,}.{paisa:02d} "
+              f"on the patient's bill.")
+    else:
+        flash("Return rejected: nothing went back into stock.")
+    return redirect(url_for("inventory.ward_returns_page"))

@@ -74,6 +74,8 @@ class DispenseParams(Schema):
     lines = fields.List(fields.Nested(DispenseLineIn), required=True, validate=validate.Length(min=1, max=50))
     partial_reason = _optional_text(300)
     allergy_override_reason = _optional_text(500)
+    # An issue to a ward: the admission (prescription_ref "admission:<id>...").
+    admission_id = fields.Integer(strict=True, load_default=None, allow_none=True, validate=_ID)
 
 
 class DispenseTaskLineIn(DispenseLineIn):
@@ -102,6 +104,60 @@ class ReturnParams(Schema):
     dispense_line_id = fields.Integer(required=True, strict=True, validate=_ID)
     quantity = fields.Integer(required=True, strict=True, validate=_QUANTITY)
     reason = fields.String(required=True, validate=validate.Length(min=1, max=200))
+
+
+class DispenseIdParams(Schema):
+    """Parameters of inventory.accept_ward_issue and inventory.ward_issue_info."""
+
+    dispense_id = fields.Integer(required=True, strict=True, validate=_ID)
+
+
+class AdmissionParams(Schema):
+    """Parameters of inventory.pending_returns, issued_on_hand and ward_blockers."""
+
+    admission_id = fields.Integer(required=True, strict=True, validate=_ID)
+
+
+class ReturnRequestLineIn(Schema):
+    """A row of the nurse's discharge form: quantity 0 means "used up, nothing to send"."""
+
+    dispense_line_id = fields.Integer(required=True, strict=True, validate=_ID)
+    quantity = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=1_000_000))
+    reason = _optional_text(200)
+
+
+class RequestReturnsParams(AdmissionParams):
+    """Parameters of inventory.request_returns."""
+
+    lines = fields.List(fields.Nested(ReturnRequestLineIn), required=True, validate=validate.Length(max=50))
+
+
+class ReceiveLineIn(Schema):
+    ward_return_id = fields.Integer(required=True, strict=True, validate=_ID)
+    received_quantity = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=1_000_000))
+    note = _optional_text(200)
+
+
+class ReceiveReturnsParams(AdmissionParams):
+    """Parameters of inventory.receive_returns."""
+
+    lines = fields.List(fields.Nested(ReceiveLineIn), required=True, validate=validate.Length(max=50))
+
+
+class WardReturnIn(Schema):
+    """Body of POST /api/v1/pharmacy/returns."""
+
+    admission_id = fields.Integer(required=True, strict=True, validate=_ID)
+    dispense_line_id = fields.Integer(required=True, strict=True, validate=_ID)
+    quantity = fields.Integer(required=True, strict=True, validate=_QUANTITY)
+    reason = _optional_text(200)
+
+
+class WardReceiveIn(Schema):
+    """Body of POST /api/v1/pharmacy/returns/<id>/receive."""
+
+    received_quantity = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=1_000_000))
+    note = _optional_text(200)
 
 
 class PrescriptionItemIn(Schema):
@@ -157,5 +213,6 @@ def dispense_json(data: dict) -> dict:
     """services.get_dispense with its times as ISO strings."""
     out = dict(data)
     out["dispensed_at"] = _iso(data["dispensed_at"])
+    out["ward_accepted_at"] = _iso(data.get("ward_accepted_at"))
     out["returns"] = [{**r, "returned_at": _iso(r["returned_at"])} for r in data["returns"]]
     return out

@@ -845,8 +845,14 @@ def _prescription_problems(session: Session, ref: str, lines: list[dict], items:
 
 
 def dispense(session: Session, actor: Actor, *, patient_id: Any, prescription_ref: Any, lines: Any,
-             partial_reason: Any = None, allergy_override_reason: Any = None) -> DispenseOutcome:
+             partial_reason: Any = None, allergy_override_reason: Any = None,
+             admission_id: Any = None) -> DispenseOutcome:
     """Dispense medicines to a patient against a prescription; return the outcome.
+
+    With `admission_id` the dispense is an issue to that admission's ward (recorded on
+    the dispense; the ward accepts it with inventory.ward_issues.accept_ward_issue): its
+    prescription_ref must then be "admission:<admission_id>" or start with
+    "admission:<admission_id>:" (Invalid otherwise).
 
     `lines`: [{item_code, quantity, prescription_item_id?, prescribed_quantity?}]. Each
     line is taken first-expiry-first-out from unexpired batches with stock. Problems are
@@ -876,6 +882,12 @@ def dispense(session: Session, actor: Actor, *, patient_id: Any, prescription_re
     clean = _clean_lines(lines, errors)
     partial_reason = _text(partial_reason, "partial_reason", errors, max_len=300, required=False)
     override = _text(allergy_override_reason, "allergy_override_reason", errors, max_len=500, required=False)
+    if admission_id is not None:
+        admission_id = _whole(admission_id, "admission_id", errors, minimum=1, maximum=MAX_ID, label="Admission")
+        if admission_id is not None and ref is not None and not (
+                ref == f"admission:{admission_id}" or ref.startswith(f"admission:{admission_id}:")):
+            errors.add("prescription_ref", f"An issue to admission {admission_id} needs a prescription reference "
+                                           f"starting with admission:{admission_id}.")
     errors.raise_if_any()
     pid = _patient_exists(session, patient_id)
     codes = sorted({ln["item_code"] for ln in clean})
@@ -899,7 +911,7 @@ def dispense(session: Session, actor: Actor, *, patient_id: Any, prescription_re
                 raise _Refused()
             outcome = _write_dispense(session, actor, pid, ref, takes, shortfalls,
                                       partial_reason if shortfalls else None,
-                                      override if alerts else None, alerts, allergy_ids)
+                                      override if alerts else None, alerts, allergy_ids, admission_id)
     except _Refused:
         problems.sort(key=lambda p: (p.get("line", -1), p["code"]))
         return {"ok": False, "dispense_id": None, "lines": [], "problems": problems, "total_paisa": 0,
@@ -909,8 +921,10 @@ def dispense(session: Session, actor: Actor, *, patient_id: Any, prescription_re
 
 def _write_dispense(session: Session, actor: Actor, patient_id: int, ref: str,
                     takes: list[tuple[dict, Batch, int]], shortfalls: list[dict], partial_reason: str | None,
-                    override: str | None, alerts: list[AllergyAlert], allergy_ids: list[int]) -> DispenseOutcome:
-    record = Dispense(patient_id=patient_id, prescription_ref=ref, dispensed_by_id=actor.user_id,
+                    override: str | None, alerts: list[AllergyAlert], allergy_ids: list[int],
+                    admission_id: int | None = None) -> DispenseOutcome:
+    record = Dispense(patient_id=patient_id, prescription_ref=ref, admission_id=admission_id,
+                      dispensed_by_id=actor.user_id,
                       dispensed_by_name=actor.username[:60], partial_reason=partial_reason,
                       shortfalls=shortfalls or None, allergy_override_reason=override,
                       allergy_alerts=list(alerts) if override else None)
@@ -932,7 +946,8 @@ def _write_dispense(session: Session, actor: Actor, patient_id: int, ref: str,
     codes = sorted({b.item.code for _, b, _ in takes})
     audit.record(session, actor, "inventory.dispense", "dispense", record.id, patient_id=patient_id,
                  detail={"item_codes": codes, "lines": len(out_lines), "total_paisa": total,
-                         "partial": bool(shortfalls), "allergy_override": override is not None})
+                         "partial": bool(shortfalls), "allergy_override": override is not None,
+                         **({"admission_id": admission_id} if admission_id is not None else {})})
     if override is not None:
         audit.record(session, actor, "inventory.allergy_override", "dispense", record.id, patient_id=patient_id,
                      detail={"item_codes": sorted({a["item_code"] for a in alerts}),
@@ -1008,6 +1023,8 @@ def get_dispense(session: Session, actor: Actor, dispense_id: Any) -> dict:
             "total_paisa": record.total_paisa, "partial_reason": record.partial_reason,
             "shortfalls": record.shortfalls or [], "allergy_override_reason": record.allergy_override_reason,
             "allergy_alerts": record.allergy_alerts or [], "lines": lines,
+            "admission_id": record.admission_id, "ward_accepted_at": record.ward_accepted_at,
+            "ward_accepted_by": record.ward_accepted_by_name,
             "returns": [{"return_id": r.id, "dispense_line_id": r.dispense_line_id, "quantity": r.quantity,
                          "amount_paisa": r.amount_paisa, "reason": r.reason, "returned_at": r.returned_at}
                         for r in returns]}

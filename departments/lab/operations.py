@@ -198,3 +198,15 @@ def result_sheet(ctx: OperationContext, params: dict) -> list:
             line += " one of: " + ", ".join(analyte["options"])
         sheet.append(line)
     return sheet
+
+
+class AdmissionParams(Schema):
+    admission_id = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=2**31 - 1))
+
+
+@operation("lab.admission_blockers", params=AdmissionParams)
+def admission_blockers(ctx: OperationContext, params: dict) -> dict:
+    """Lab orders of an admission not yet final (awaiting collection, results or
+    verification): the nursing discharge gate waits for them. Reads only."""
+    blockers = services.pending_samples_for_admission(ctx.session, params["admission_id"])
+    return {"blockers": blockers, "count": len(blockers)}

@@ -1155,6 +1155,32 @@ def order_summary(session: Session, actor: Actor, order_id: int) -> dict:
             "all_verified": order.status == "verified", "critical": bool(critical)}
 
 
+# Items not final yet: a discharge waits for them (verified and cancelled are final; a
+# rejected sample sends its items back to "ordered").
+PENDING_ITEM_STATUSES = ("ordered", "collected", "resulted")
+
+
+def pending_samples_for_admission(session: Session, admission_id: int) -> list[dict]:
+    """What the lab still holds an admission's discharge for: one blocker per order of
+    the admission with items not yet final, [{"kind": "lab_pending", "id": order_id,
+    "text": "Lab order L-000045: CBC awaiting collection, LFT awaiting results"}], oldest
+    order first. Empty when everything is verified or cancelled. Reads only (no result
+    values, so not audited)."""
+    aid = _as_id(admission_id, "admission", "admission_not_found")
+    rows = session.execute(
+        select(LabOrder.id, LabOrder.order_no, LabTest.code, LabOrderItem.status)
+        .join(LabOrderItem, LabOrderItem.order_id == LabOrder.id)
+        .join(LabTest, LabTest.id == LabOrderItem.test_id)
+        .where(LabOrder.admission_id == aid, LabOrderItem.status.in_(PENDING_ITEM_STATUSES))
+        .order_by(LabOrder.id, LabOrderItem.id)).all()
+    by_order: dict[int, tuple[str, list[str]]] = {}
+    for order_id, order_no, test_code, status in rows:
+        by_order.setdefault(order_id, (order_no, []))[1].append(
+            f"{test_code} {ITEM_STATUS_LABELS[status].lower()}")
+    return [{"kind": "lab_pending", "id": order_id, "text": f"Lab order {order_no}: {', '.join(parts)}"}
+            for order_id, (order_no, parts) in by_order.items()]
+
+
 def sample_of(session: Session, sample_id: int) -> LabSample:
     """The sample, or NotFound. Reads only."""
     sample = session.get(LabSample, _as_id(sample_id, "sample", "sample_not_found"))

@@ -6,6 +6,9 @@ DISPENSE = {"pharmacist", "admin"}
 DISPENSE_READ = {"pharmacist", "doctor", "nurse", "cashier", "admin"}
 LEDGER = {"pharmacist", "finance_manager", "admin"}
 PRESCRIPTION_CHECK = {"doctor", "pharmacist", "nurse", "admin"}
+WARD_READ = {"nurse", "pharmacist", "doctor", "admin"}
+WARD_NURSE = {"nurse", "admin"}
+WARD_PHARMACY = {"pharmacist", "admin"}
 
 ROWS = [
     ("GET", "/api/v1/inventory/items", READ),
@@ -19,6 +22,11 @@ ROWS = [
     ("POST", "/api/v1/inventory/returns", DISPENSE),
     ("GET", "/api/v1/inventory/ledger?item_code=X", LEDGER),
     ("POST", "/api/v1/prescriptions/check", PRESCRIPTION_CHECK),
+    ("GET", "/api/v1/admissions/1/pharmacy", WARD_READ),
+    ("POST", "/api/v1/pharmacy/issues/1/accept", WARD_NURSE),
+    ("POST", "/api/v1/pharmacy/returns", WARD_NURSE),
+    ("POST", "/api/v1/pharmacy/returns/1/receive", WARD_PHARMACY),
+    ("GET", "/api/v1/pharmacy/returns?state=sent", WARD_PHARMACY),
     # pages
     ("GET", "/pharmacy", READ),
     ("GET", "/pharmacy/items/X", READ),
@@ -31,4 +39,6 @@ ROWS = [
     ("POST", "/pharmacy/dispense", DISPENSE),
     ("GET", "/pharmacy/dispenses/1", DISPENSE_READ),
     ("POST", "/pharmacy/dispenses/1/return", DISPENSE),
+    ("GET", "/inventory/returns", WARD_PHARMACY),
+    ("POST", "/inventory/returns/1/receive", WARD_PHARMACY),
 ]

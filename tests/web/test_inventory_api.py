@@ -212,7 +212,7 @@ def test_operations_are_registered_with_their_parameters(app):
     assert {"inventory.check_allergies", "inventory.dispense", "inventory.return_items"} <= set(names)
     params = registry.get("inventory.dispense").param_names()
     assert params == {"patient_id": True, "prescription_ref": True, "lines": True, "partial_reason": False,
-                      "allergy_override_reason": False}
+                      "allergy_override_reason": False, "admission_id": False}
     assert registry.get("inventory.check_allergies").param_names() == {"patient_id": True, "item_codes": True}
     assert registry.get("inventory.return_items").param_names() == {"dispense_line_id": True, "quantity": True,
                                                                     "reason": True}
