@@ -32,7 +32,7 @@ from hms.db import utcnow
 from hms.errors import Conflict, HmsError, Invalid, NotFound
 from hms.web.context import current_actor, db_session, json_body, mark_failed
 from hms.workflow import engine
-from hms.workflow.models import WorkItem
+from hms.workflow.models import ProcessInstance, WorkItem
 
 bp = Blueprint("journeys_inpatient", __name__, template_folder="templates")
 
@@ -369,8 +369,17 @@ def _credit_return(session: Session, actor: Actor, *, dispense_line_id: int, qua
         pass  # issued without a charge (e.g. before billing was set up): nothing to credit
 
 
+def _cancel_stopped_doses(session: Session, actor: Actor, *, instance_ids: list[int], order_id: int, **_) -> None:
+    """A stopped medicine: the task instances of its cancelled dose slots end with it."""
+    for instance_id in instance_ids:
+        instance = session.get(ProcessInstance, instance_id)
+        if instance is not None and instance.status in ("running", "waiting"):
+            engine.cancel_instance(session, actor, instance_id, f"Medicine order {order_id} stopped")
+
+
 def register() -> None:
     events.subscribe("inventory.return_received", _credit_return)
+    events.subscribe("wards.dose_slots_cancelled", _cancel_stopped_doses)
 
 
 # --- JSON API --------------------------------------------------------------------------------
