@@ -1,4 +1,8 @@
-"""Wards, rooms and beds. Bed states: free, reserved, occupied, to_clean, blocked.
+"""Wards, rooms, beds and admissions. Bed states: free, reserved, occupied, to_clean, blocked.
+
+An admission goes ordered -> reserved (a bed is held) -> admitted (in the bed) -> discharging
+(discharge summary signed; nursing gate open) -> discharged, or is cancelled before admission.
+A partial unique index lets one patient hold at most one active admission.
 
 A bed_assignment links a bed to an admission (and its patient) while the bed is reserved
 or occupied; "ended" assignments are the bed's history. Two partial unique indexes make the
@@ -10,7 +14,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint, text
+from typing import Any
+
+from sqlalchemy import JSON, CheckConstraint, event, ForeignKey, Index, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from hms.db import Base, utcnow
@@ -71,10 +77,8 @@ class Bed(Base):
 
 
 class BedAssignment(Base):
-    """A bed held for (reserved) or used by (occupied) one admission; ended when released or vacated.
-
-    admission_id has no foreign key yet: the admission table arrives with the admissions work.
-    """
+    """A bed held for (reserved) or used by (occupied) one admission; ended when released,
+    vacated or left by a transfer (end_reason "transfer")."""
 
     __tablename__ = "bed_assignment"
     __table_args__ = (
@@ -90,7 +94,7 @@ class BedAssignment(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     bed_id: Mapped[int] = mapped_column(ForeignKey("bed.id"))
-    admission_id: Mapped[int] = mapped_column()
+    admission_id: Mapped[int] = mapped_column(ForeignKey("admission.id"))
     patient_id: Mapped[int] = mapped_column(ForeignKey("patient.id"))
     state: Mapped[str] = mapped_column(String(10), default="reserved")
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -98,3 +102,142 @@ class BedAssignment(Base):
     ended_at: Mapped[datetime | None] = mapped_column()
     end_reason: Mapped[str | None] = mapped_column(String(200))
     by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+
+
+ADMISSION_STATES = ("ordered", "reserved", "admitted", "discharging", "discharged", "cancelled")
+ACTIVE_ADMISSION_STATES = ("ordered", "reserved", "admitted", "discharging")
+DISCHARGE_CONDITIONS = ("improved", "lama", "referred", "expired")
+TRANSFER_STATES = ("requested", "accepted", "rejected", "cancelled")
+ORDER_KINDS = ("diet", "procedure", "lab")
+ORDER_STATES = ("active", "stopped", "done")
+_ACTIVE_ADMISSION = "state IN ('ordered', 'reserved', 'admitted', 'discharging')"
+_REQUESTED = "state = 'requested'"
+
+
+class Admission(Base):
+    """One inpatient stay. ward_id is the requested ward, then the current one; bed_id the
+    current bed. charge_from is when bed charges start (reservation or acceptance, by setting);
+    nursing_cleared_at is set by the nursing gate and freezes orders."""
+
+    __tablename__ = "admission"
+    __table_args__ = (
+        CheckConstraint(f"state IN {ADMISSION_STATES}", name="state"),
+        CheckConstraint(f"discharge_condition IS NULL OR discharge_condition IN {DISCHARGE_CONDITIONS}",
+                        name="discharge_condition"),
+        Index("ix_admission_state", "state"),
+        Index("ix_admission_ward_state", "ward_id", "state"),
+        Index("ix_admission_patient", "patient_id"),
+        Index("uq_admission_active_patient", "patient_id", unique=True,
+              sqlite_where=text(_ACTIVE_ADMISSION), postgresql_where=text(_ACTIVE_ADMISSION)),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    admission_no: Mapped[str] = mapped_column(String(20), unique=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patient.id"))
+    department_id: Mapped[int] = mapped_column(ForeignKey("department.id"))
+    ward_id: Mapped[int | None] = mapped_column(ForeignKey("ward.id"))
+    bed_id: Mapped[int | None] = mapped_column(ForeignKey("bed.id"))
+    doctor_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+    encounter_id: Mapped[int | None] = mapped_column()
+    reason: Mapped[str | None] = mapped_column(String(300))
+    payer_class: Mapped[str] = mapped_column(String(40), default="cash")
+    state: Mapped[str] = mapped_column(String(12), default="ordered")
+    ordered_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ordered_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+    reserved_at: Mapped[datetime | None] = mapped_column()
+    admitted_at: Mapped[datetime | None] = mapped_column()
+    charge_from: Mapped[datetime | None] = mapped_column()
+    clinical_discharge_at: Mapped[datetime | None] = mapped_column()
+    nursing_cleared_at: Mapped[datetime | None] = mapped_column()
+    discharged_at: Mapped[datetime | None] = mapped_column()
+    discharge_condition: Mapped[str | None] = mapped_column(String(12))
+    instance_id: Mapped[int | None] = mapped_column()
+    discharge_instance_id: Mapped[int | None] = mapped_column()
+
+
+class AdmissionAssessment(Base):
+    """The nursing admission assessment (one per admission; form values as JSON)."""
+
+    __tablename__ = "admission_assessment"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    admission_id: Mapped[int] = mapped_column(ForeignKey("admission.id"), unique=True)
+    values: Mapped[dict[str, Any]] = mapped_column(JSON)
+    recorded_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+    recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Transfer(Base):
+    """A request to move an admitted patient to another ward (or another bed of the same ward)."""
+
+    __tablename__ = "ward_transfer"
+    __table_args__ = (
+        CheckConstraint(f"state IN {TRANSFER_STATES}", name="state"),
+        Index("uq_ward_transfer_requested_admission", "admission_id", unique=True,
+              sqlite_where=text(_REQUESTED), postgresql_where=text(_REQUESTED)),
+        Index("ix_ward_transfer_admission", "admission_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    admission_id: Mapped[int] = mapped_column(ForeignKey("admission.id"))
+    from_bed_id: Mapped[int | None] = mapped_column(ForeignKey("bed.id"))
+    from_ward_id: Mapped[int | None] = mapped_column(ForeignKey("ward.id"))
+    to_ward_id: Mapped[int] = mapped_column(ForeignKey("ward.id"))
+    to_bed_id: Mapped[int | None] = mapped_column(ForeignKey("bed.id"))
+    state: Mapped[str] = mapped_column(String(10), default="requested")
+    reason: Mapped[str | None] = mapped_column(String(200))
+    requested_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+    decided_at: Mapped[datetime | None] = mapped_column()
+    decision_note: Mapped[str | None] = mapped_column(String(200))
+    instance_id: Mapped[int | None] = mapped_column()
+
+
+class WardOrder(Base):
+    """A doctor's order on an admission: diet, procedure (code = tariff code) or lab (code =
+    lab order no). Stopped orders keep who stopped them and why."""
+
+    __tablename__ = "ward_order"
+    __table_args__ = (
+        CheckConstraint(f"kind IN {ORDER_KINDS}", name="kind"),
+        CheckConstraint(f"state IN {ORDER_STATES}", name="state"),
+        Index("ix_ward_order_admission", "admission_id", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    admission_id: Mapped[int] = mapped_column(ForeignKey("admission.id"))
+    kind: Mapped[str] = mapped_column(String(12))
+    code: Mapped[str | None] = mapped_column(String(40))
+    description: Mapped[str] = mapped_column(String(200))
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(10), default="active")
+    ordered_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+    ordered_at: Mapped[datetime] = mapped_column(default=utcnow)
+    stopped_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+    stopped_at: Mapped[datetime | None] = mapped_column()
+    stop_reason: Mapped[str | None] = mapped_column(String(200))
+    charge_ref: Mapped[str | None] = mapped_column(String(120))
+
+
+class DischargeSummary(Base):
+    """The signed discharge summary (one per admission, never edited after signing)."""
+
+    __tablename__ = "discharge_summary"
+    __table_args__ = (CheckConstraint(f"condition IN {DISCHARGE_CONDITIONS}", name="condition"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    admission_id: Mapped[int] = mapped_column(ForeignKey("admission.id"), unique=True)
+    diagnoses: Mapped[list[Any]] = mapped_column(JSON)
+    procedures: Mapped[list[Any]] = mapped_column(JSON)
+    condition: Mapped[str] = mapped_column(String(12))
+    discharge_medicines: Mapped[list[Any]] = mapped_column(JSON)
+    follow_up: Mapped[str | None] = mapped_column(String(500))
+    signed_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+    signed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+@event.listens_for(DischargeSummary, "before_update")
+def _summary_is_signed(_mapper, _connection, summary: DischargeSummary) -> None:
+    """A signed discharge summary is never edited in place (DESIGN.md: corrections, not edits)."""
+    raise ValueError(f"discharge summary {summary.id} is signed and cannot change")

@@ -1,6 +1,8 @@
 """Wards blueprint: the bed board API (/api/v1/wards), bed state changes
-(/api/v1/beds/<id>/...) and the bed board page (/wards/board). Thin: parsing, permissions
-and rendering; the rules and the ward scope checks are in services.
+(/api/v1/beds/<id>/...), admissions (/api/v1/admissions reads, transfer cancel, order stop)
+and the pages (/wards/board, /wards/admissions). Thin: parsing, permissions and rendering;
+the rules and the ward scope checks are in services. Creating, discharging, transferring
+and ordering go through the inpatient journey (journeys/inpatient.py) and its pathways.
 """
 
 from __future__ import annotations
@@ -8,11 +10,12 @@ from __future__ import annotations
 from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
 
 from hms.auth.permissions import define, requires, roles_for
-from hms.errors import Conflict, Forbidden, Invalid
-from hms.web.context import current_actor, db_session, json_body, mark_failed
+from hms.errors import Conflict, Forbidden, HmsError, Invalid
+from hms.web.context import current_actor, db_session, json_body, mark_failed, page_args
 from wards import services
-from wards.models import BED_STATES
-from wards.schemas import OptionalReasonIn, ReasonIn, ReserveIn, assignment_json, bed_json, ward_json
+from wards.models import ADMISSION_STATES, BED_STATES
+from wards.schemas import (OptionalReasonIn, ReasonIn, ReserveIn, admission_detail_json, admission_json,
+                           assignment_json, bed_json, order_json, transfer_json, ward_json)
 
 bp = Blueprint("wards", __name__, template_folder="templates")
 
@@ -21,6 +24,10 @@ WARDS_READ = define("wards.board.read", "nurse", "doctor", "reception", "admin",
 BEDS_ASSIGN = define("wards.beds.assign", "reception", "nurse", "admin")
 BEDS_CLEAN = define("wards.beds.clean", "housekeeping", "nurse", "admin")
 BEDS_BLOCK = define("wards.beds.block", "nurse", "admin")
+ADMISSIONS_READ = define("wards.admissions.read", "nurse", "doctor", "reception", "admin", "department_head",
+                         "cashier", "finance_manager", "pharmacist")
+TRANSFER_CANCEL = define("wards.transfers.cancel", "doctor", "nurse", "admin")
+ORDER_STOP = define("wards.orders.stop", "doctor", "admin")
 
 
 def _filters() -> tuple[int | None, str | None]:
@@ -115,6 +122,56 @@ def api_unblock(bed_id: int):
     return _bed_response(bed_id)
 
 
+def _number_arg(name: str) -> int | None:
+    raw = (request.args.get(name) or "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or len(raw) > 9:
+        raise Invalid(f"{name} must be a number.", fields={name: ["Must be a number."]})
+    return int(raw)
+
+
+def _admission_filters() -> dict:
+    """state, ward_id, patient_id from the query string, validated (422 naming the field)."""
+    state = (request.args.get("state") or "").strip() or None
+    if state is not None and state not in ADMISSION_STATES + ("active",):
+        raise Invalid(f"Unknown admission state '{state}'.",
+                      fields={"state": [f"One of: active, {', '.join(ADMISSION_STATES)}."]})
+    return {"state": None if state == "active" else state, "active_only": state == "active",
+            "ward_id": _number_arg("ward_id"), "patient_id": _number_arg("patient_id")}
+
+
+@bp.get("/api/v1/admissions")
+@requires(ADMISSIONS_READ)
+def api_admissions():
+    filters = _admission_filters()
+    page, size = page_args(default_size=50, max_size=200)
+    session = db_session()
+    rows = services.admission_rows(session, services.list_admissions(session, page=page, size=size, **filters))
+    return jsonify({"items": [admission_json(*row) for row in rows], "page": page, "size": size})
+
+
+@bp.get("/api/v1/admissions/<int:admission_id>")
+@requires(ADMISSIONS_READ)
+def api_admission(admission_id: int):
+    return jsonify(admission_detail_json(services.admission_detail(db_session(), current_actor(), admission_id)))
+
+
+@bp.post("/api/v1/transfers/<int:transfer_id>/cancel")
+@requires(TRANSFER_CANCEL)
+def api_cancel_transfer(transfer_id: int):
+    data = OptionalReasonIn().load(request.get_json(silent=True) or {})
+    return jsonify(transfer_json(services.cancel_transfer(db_session(), current_actor(), transfer_id,
+                                                          data["reason"])))
+
+
+@bp.post("/api/v1/orders/<int:order_id>/stop")
+@requires(ORDER_STOP)
+def api_stop_order(order_id: int):
+    data = ReasonIn().load(json_body())
+    return jsonify(order_json(services.stop_order(db_session(), current_actor(), order_id, data["reason"])))
+
+
 # --- HTML pages ------------------------------------------------------------------------
 
 def _can_clean_ward(ward_id: int) -> bool:
@@ -164,3 +221,35 @@ def clean_submit(bed_id: int):
         return redirect(back)
     flash(f"Bed {bed.label} is clean and free.")
     return redirect(back)
+
+
+ADMISSION_STATE_LABELS = {"ordered": "Ordered", "reserved": "Bed reserved", "admitted": "Admitted",
+                          "discharging": "Discharging", "discharged": "Discharged", "cancelled": "Cancelled"}
+
+
+@bp.get("/wards/admissions")
+@requires(ADMISSIONS_READ)
+def admissions_page():
+    session = db_session()
+    status, problem = 200, None
+    try:
+        filters = _admission_filters()
+        page, size = page_args(default_size=50, max_size=200)
+    except HmsError as err:
+        filters, (page, size), problem, status = ({"state": None, "active_only": True, "ward_id": None,
+                                                   "patient_id": None}, (1, 50), err.message, 422)
+    rows = services.admission_rows(session, services.list_admissions(session, page=page, size=size + 1, **filters))
+    more, rows = len(rows) > size, rows[:size]
+    state = "active" if filters["active_only"] else filters["state"]
+    return render_template("wards/admissions.html", rows=rows, state=state, ward_id=filters["ward_id"],
+                           patient_id=filters["patient_id"], states=ADMISSION_STATES,
+                           labels=ADMISSION_STATE_LABELS, all_wards=[v.ward for v in services.list_wards(session)],
+                           page=page, more=more, problem=problem, days_admitted=services.days_admitted), status
+
+
+@bp.get("/wards/admissions/<int:admission_id>")
+@requires(ADMISSIONS_READ)
+def admission_page(admission_id: int):
+    session = db_session()
+    view = services.admission_detail(session, current_actor(), admission_id)
+    return render_template("wards/admission.html", v=view, a=view.admission, labels=ADMISSION_STATE_LABELS)

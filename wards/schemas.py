@@ -50,3 +50,55 @@ def assignment_json(assignment) -> dict:
             "started_at": assignment.started_at.isoformat(),
             "occupied_at": assignment.occupied_at.isoformat() if assignment.occupied_at else None,
             "ended_at": assignment.ended_at.isoformat() if assignment.ended_at else None}
+
+
+def _iso(value):
+    return value.isoformat() if value is not None else None
+
+
+def admission_json(admission, patient=None, ward=None, bed=None) -> dict:
+    a = admission
+    return {
+        "id": a.id, "admission_no": a.admission_no, "state": a.state, "patient_id": a.patient_id,
+        "patient": {"id": patient.id, "mrn": patient.mrn, "name": patient.name} if patient else None,
+        "department_id": a.department_id, "ward_id": a.ward_id, "bed_id": a.bed_id,
+        "ward": {"id": ward.id, "code": ward.code, "name": ward.name, "ward_type": ward.ward_type} if ward else None,
+        "bed": {"id": bed.id, "label": bed.label, "state": bed.state} if bed else None,
+        "doctor_id": a.doctor_id, "encounter_id": a.encounter_id, "reason": a.reason, "payer_class": a.payer_class,
+        "ordered_at": _iso(a.ordered_at), "reserved_at": _iso(a.reserved_at), "admitted_at": _iso(a.admitted_at),
+        "charge_from": _iso(a.charge_from), "clinical_discharge_at": _iso(a.clinical_discharge_at),
+        "nursing_cleared_at": _iso(a.nursing_cleared_at), "discharged_at": _iso(a.discharged_at),
+        "discharge_condition": a.discharge_condition, "instance_id": a.instance_id,
+        "discharge_instance_id": a.discharge_instance_id,
+    }
+
+
+def transfer_json(t) -> dict:
+    return {"id": t.id, "state": t.state, "from_ward_id": t.from_ward_id, "from_bed_id": t.from_bed_id,
+            "to_ward_id": t.to_ward_id, "to_bed_id": t.to_bed_id, "reason": t.reason,
+            "requested_by_id": t.requested_by_id, "requested_at": _iso(t.requested_at),
+            "decided_by_id": t.decided_by_id, "decided_at": _iso(t.decided_at), "decision_note": t.decision_note}
+
+
+def order_json(o) -> dict:
+    return {"id": o.id, "admission_id": o.admission_id, "kind": o.kind, "code": o.code,
+            "description": o.description, "details": o.details, "state": o.state,
+            "ordered_by_id": o.ordered_by_id, "ordered_at": _iso(o.ordered_at), "stopped_by_id": o.stopped_by_id,
+            "stopped_at": _iso(o.stopped_at), "stop_reason": o.stop_reason, "charge_ref": o.charge_ref}
+
+
+def summary_json(s) -> dict | None:
+    if s is None:
+        return None
+    return {"diagnoses": s.diagnoses, "procedures": s.procedures, "condition": s.condition,
+            "discharge_medicines": s.discharge_medicines, "follow_up": s.follow_up,
+            "signed_by_id": s.signed_by_id, "signed_at": _iso(s.signed_at)}
+
+
+def admission_detail_json(view) -> dict:
+    body = admission_json(view.admission, view.patient, view.ward, view.bed)
+    body.update(transfers=[transfer_json(t) for t in view.transfers], orders=[order_json(o) for o in view.orders],
+                assessment={"recorded": view.assessment is not None,
+                            "recorded_at": _iso(view.assessment.recorded_at) if view.assessment else None},
+                discharge_summary=summary_json(view.summary), days_admitted=view.days)
+    return body

@@ -18,7 +18,7 @@ from hms.audit import Actor
 from hms.errors import Conflict
 from hms.patients.models import Patient
 from wards import services
-from wards.models import Bed, BedAssignment
+from wards.models import Bed, BedAssignment, Ward
 
 ACTOR = Actor.system("test")
 THREADS = 2
@@ -35,7 +35,12 @@ def setup(database, make_ward):
             s.flush()
             patients.append(p.id)
         beds = list(s.execute(select(Bed.id).where(Bed.ward_id == ward_id).order_by(Bed.label)).scalars())
-    return {"ward_id": ward_id, "beds": beds, "patients": patients}
+        department_id = s.get(Ward, ward_id).department_id
+        # Bed assignments belong to admissions: admission 1 is Ahmed's, 2 is Bilal's.
+        admissions = [services.create_admission(s, ACTOR, patient_id=p, department_id=department_id).id
+                      for p in patients]
+    assert admissions == [1, 2]
+    return {"ward_id": ward_id, "beds": beds, "patients": patients, "admissions": admissions}
 
 
 def run_together(database, n, fn):
@@ -64,7 +69,7 @@ def active_assignments(database, bed_id) -> int:
 def _race(database, setup):
     bed = setup["beds"][0]
     results = run_together(database, THREADS, lambda s, i: services.reserve_bed(
-        s, ACTOR, bed, admission_id=100 + i, patient_id=setup["patients"][i]).id)
+        s, ACTOR, bed, admission_id=setup["admissions"][i], patient_id=setup["patients"][i]).id)
     winners = [r for r in results if not isinstance(r, Conflict)]
     losers = [r for r in results if isinstance(r, Conflict)]
     assert len(winners) == 1 and len(losers) == 1
@@ -92,10 +97,10 @@ def _second_active_assignment_refused(database, setup):
                       {"bed": setup["beds"][1], "patient": setup["patients"][0]})
     # Ended assignments are history: any number of them may exist beside the active one.
     with database.transaction() as s:
-        for n in (3, 4):
+        for _ in range(2):
             s.execute(text("INSERT INTO bed_assignment (bed_id, admission_id, patient_id, state, started_at, "
                            "ended_at) VALUES (:bed, :adm, :patient, 'ended', CURRENT_TIMESTAMP, "
-                           "CURRENT_TIMESTAMP)"), {"bed": bed, "adm": n, "patient": setup["patients"][1]})
+                           "CURRENT_TIMESTAMP)"), {"bed": bed, "adm": 2, "patient": setup["patients"][1]})
     assert active_assignments(database, bed) == 1
 
 

@@ -26,7 +26,12 @@ def ward(app, database, make_ward):
         p1 = register_patient(s, SYSTEM, {"name": "Zainab Fatima", "sex": "female", "date_of_birth": "1992-08-14"}).id
         p2 = register_patient(s, SYSTEM, {"name": "Imran Khan", "sex": "male", "date_of_birth": "1980-01-02"}).id
         beds = list(s.execute(select(Bed.id).where(Bed.ward_id == ward_id).order_by(Bed.label)).scalars())
-    return {"ward_id": ward_id, "beds": beds, "patients": [p1, p2]}
+        department_id = s.get(Ward, ward_id).department_id
+        # Bed assignments belong to admissions: admission 1 is Zainab's, 2 is Imran's.
+        admissions = [services.create_admission(s, SYSTEM, patient_id=p, department_id=department_id).id
+                      for p in (p1, p2)]
+    assert admissions == [1, 2]
+    return {"ward_id": ward_id, "beds": beds, "patients": [p1, p2], "admissions": admissions}
 
 
 def _state(database, bed_id):
@@ -93,10 +98,10 @@ def test_reserving_a_bed_that_is_not_free_is_409_naming_the_state(database, ward
 
 
 def test_one_admission_holds_one_bed(database, ward):
-    _reserve(database, ward, bed_index=0, admission_id=7)
+    _reserve(database, ward, bed_index=0, admission_id=1)
     with database.transaction() as s:
         with pytest.raises(Conflict) as err:
-            services.reserve_bed(s, SYSTEM, ward["beds"][1], admission_id=7, patient_id=ward["patients"][0])
+            services.reserve_bed(s, SYSTEM, ward["beds"][1], admission_id=1, patient_id=ward["patients"][0])
     assert err.value.code == "admission_has_bed"
     assert _state(database, ward["beds"][1]) == "free"
 
@@ -111,7 +116,7 @@ TRANSITIONS = {
 
 def _do(s, action, bed_id, patient_id, actor=SYSTEM):
     if action == "reserve":
-        return services.reserve_bed(s, actor, bed_id, admission_id=99, patient_id=patient_id)
+        return services.reserve_bed(s, actor, bed_id, admission_id=1, patient_id=patient_id)
     if action == "occupy":
         return services.occupy_bed(s, actor, bed_id)
     if action == "release":

@@ -7,6 +7,9 @@ READ = {"nurse", "doctor", "reception", "admin", "department_head", "housekeepin
 ASSIGN = {"reception", "nurse", "admin"}
 CLEAN = {"housekeeping", "nurse", "admin"}
 BLOCK = {"nurse", "admin"}
+ADMISSIONS = {"nurse", "doctor", "reception", "admin", "department_head", "cashier", "finance_manager", "pharmacist"}
+TRANSFER_CANCEL = {"doctor", "nurse", "admin"}
+ORDER_STOP = {"doctor", "admin"}
 
 ROWS = [
     ("GET", "/api/v1/wards", READ),
@@ -17,7 +20,13 @@ ROWS = [
     ("POST", "/api/v1/beds/1/clean", CLEAN),
     ("POST", "/api/v1/beds/1/block", BLOCK),
     ("POST", "/api/v1/beds/1/unblock", BLOCK),
+    ("GET", "/api/v1/admissions", ADMISSIONS),
+    ("GET", "/api/v1/admissions/1", ADMISSIONS),
+    ("POST", "/api/v1/transfers/1/cancel", TRANSFER_CANCEL),
+    ("POST", "/api/v1/orders/1/stop", ORDER_STOP),
     # pages
     ("GET", "/wards/board", READ),
     ("POST", "/wards/beds/1/clean", CLEAN),
+    ("GET", "/wards/admissions", ADMISSIONS),
+    ("GET", "/wards/admissions/1", ADMISSIONS),
 ]

@@ -9,7 +9,8 @@ from sqlalchemy import select
 
 from hms.audit import Actor
 from hms.patients.services import register_patient
-from wards.models import Bed
+from wards import services
+from wards.models import Bed, Ward
 
 SYSTEM = Actor.system("test")
 
@@ -23,6 +24,12 @@ def ward(app, database, make_ward):
                                                "date_of_birth": "1992-08-14"})
         beds = list(s.execute(select(Bed.id).where(Bed.ward_id == ward_id).order_by(Bed.label)).scalars())
         other_bed = s.execute(select(Bed.id).where(Bed.ward_id == other)).scalar_one()
+        # Bed assignments belong to admissions: admission 1 is Zainab's, 2 another patient's.
+        second = register_patient(s, SYSTEM, {"name": "Imran Khan", "sex": "male", "date_of_birth": "1980-01-02"})
+        department_id = s.get(Ward, ward_id).department_id
+        admissions = [services.create_admission(s, SYSTEM, patient_id=p.id, department_id=department_id).id
+                      for p in (patient, second)]
+    assert admissions == [1, 2]
     return {"ward_id": ward_id, "other_id": other, "beds": beds, "other_bed": other_bed,
             "patient_id": patient.id, "mrn": patient.mrn}
 
@@ -30,11 +37,11 @@ def ward(app, database, make_ward):
 def test_list_wards_json_shape_and_filters(as_role, ward):
     reception = as_role("reception")
     resp = reception.post(f"/api/v1/beds/{ward['beds'][0]}/reserve",
-                          json={"admission_id": 5, "patient_id": ward["patient_id"]})
+                          json={"admission_id": 1, "patient_id": ward["patient_id"]})
     assert resp.status_code == 201, resp.get_json()
     body = resp.get_json()
     assert body["state"] == "reserved" and body["patient"]["mrn"] == ward["mrn"]
-    assert body["assignment"]["admission_id"] == 5 and body["assignment"]["state"] == "reserved"
+    assert body["assignment"]["admission_id"] == 1 and body["assignment"]["state"] == "reserved"
 
     doctor = as_role("doctor")
     items = doctor.get("/api/v1/wards").get_json()["items"]
