@@ -12,7 +12,7 @@ import os
 import platform
 from pathlib import Path
 
-from benchmarks import http_bench, longrun, queue_bench, raw_spiff, service
+from benchmarks import http_bench, longrun, queue_bench, raw_spiff, service, ward_week
 
 
 def _row(name, s, unit="ms"):
@@ -22,10 +22,10 @@ def _row(name, s, unit="ms"):
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
-    parser.add_argument("--only", choices=["raw", "service", "http", "queue", "longrun"], action="append")
+    parser.add_argument("--only", choices=["raw", "service", "http", "queue", "longrun", "ward"], action="append")
     args = parser.parse_args()
     quick = args.quick
-    want = set(args.only or ["raw", "service", "http", "queue", "longrun"])
+    want = set(args.only or ["raw", "service", "http", "queue", "longrun", "ward"])
     results: dict = {"machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
                      "database": "postgresql" if os.environ.get("HMS_BENCH_DATABASE_URL") else "sqlite"}
     if "raw" in want:
@@ -38,6 +38,8 @@ def main() -> None:
         results["queue"] = (queue_bench.run(10_000, 100_000, 100) if quick else queue_bench.run())
     if "longrun" in want:
         results["longrun"] = longrun.run(305)
+    if "ward" in want:
+        results["ward"] = ward_week.run(7 if quick else 30)
     print_table(results)
     out = Path(".bench")
     out.mkdir(exist_ok=True)
@@ -71,11 +73,20 @@ def print_table(r: dict) -> None:
         print(_row("(e) round as child instance: step 300", m["e300"]))
         print(_row("(e') naive loop in one instance: step 10", n["e10"]))
         print(_row("(e') naive loop in one instance: step 300", n["e300"]))
+    ward = r.get("ward")
+    if ward:
+        print(_row("(f) ward stay: record a dose/round, day 2", ward["record_day2"]))
+        print(_row(f"(f) ward stay: record a dose/round, day {ward['days']}", ward["record_last"]))
+        print(_row(f"(f) ward stay: nursing scheduler tick, day {ward['days']}", ward["schedule_last"]))
+        print(f"    {ward['doses_given']} doses and {ward['rounds_done']} rounds recorded; largest instance state "
+              f"{ward['largest_state_bytes']} bytes")
     print("\nratios (p50):")
     if raw and svc:
         print(f"  b/a (service completion / raw stateless step) = {svc['completion']['p50'] / raw['step']['p50']:.2f}")
     if raw and http:
         print(f"  c/a (HTTP completion / raw stateless step)    = {http['completion']['p50'] / raw['step']['p50']:.2f}")
+    if ward:
+        print(f"  f(day {ward['days']})/f(day 2) (ward stay recording)     = {ward['ratio']:.2f}")
     if lr:
         print(f"  e300/e10 (modelled)                            = {lr['modelled']['ratio']:.2f}"
               f"   (naive loop: {lr['naive']['ratio']:.2f}, its state {lr['naive']['state_bytes']:,} bytes"
@@ -89,6 +100,8 @@ def print_table(r: dict) -> None:
         targets.append(("queue query p95 <= 20 ms", q["query"]["p95"] <= 20))
     if lr:
         targets.append(("e300/e10 <= 1.5", lr["modelled"]["ratio"] <= 1.5))
+    if ward:
+        targets.append(("ward stay: last day / day 2 <= 1.5", ward["ratio"] <= 1.5))
     print("\ntargets:")
     for name, ok in targets:
         print(f"  {'met   ' if ok else 'MISSED'} {name}")

@@ -58,4 +58,18 @@ def init_app(app: Flask) -> None:
     def _globals():
         from hms.web.nav import nav_items
 
-        return {"nav_items": nav_items, "hms_currency": config.currency}
+        return {"nav_items": nav_items, "hms_currency": config.currency, "can": _can}
+
+
+def _can(permission: str) -> bool:
+    """Whether the signed-in user holds a role of `permission`: pages show only the actions
+    their user may take (the route still checks)."""
+    from flask_login import current_user
+
+    from hms.auth.permissions import roles_for
+    from hms.auth.roles import effective_roles
+
+    if not current_user.is_authenticated:
+        return False
+    roles = effective_roles(current_user.user.role_names)
+    return bool(roles & (roles_for(permission) | {"admin"}))
