@@ -17,6 +17,26 @@ from finance.models import CASH, TariffItem, TariffPrice
 from hms.audit import Actor
 
 PANEL = ("panel-ptcl", "PTCL (panel)", "panel")
+SEHAT = ("sehat", "Sehat Card", "sehat")
+
+# Inpatient daily rates (bed and nursing), code, description, cash rupees per day.
+INPATIENT = (
+    ("BED-GENERAL", "bed", "Bed - general ward (per day)", 3000),
+    ("BED-PRIVATE", "bed", "Bed - private room (per day)", 9000),
+    ("BED-ICU", "bed", "Bed - ICU (per day)", 25000),
+    ("BED-MATERNITY", "bed", "Bed - maternity ward (per day)", 4000),
+    ("NURSING-GENERAL", "nursing", "Nursing care - general ward (per day)", 1500),
+    ("NURSING-PRIVATE", "nursing", "Nursing care - private room (per day)", 2500),
+    ("NURSING-ICU", "nursing", "Nursing care - ICU (per day)", 8000),
+    ("NURSING-MATERNITY", "nursing", "Nursing care - maternity (per day)", 2000),
+    ("PROC-IV-CANNULA", "procedure", "IV cannulation", 600),
+    ("PROC-CATHETER", "procedure", "Urinary catheterisation", 1200),
+    ("PROC-NG-TUBE", "procedure", "Nasogastric tube insertion", 1000),
+    ("PROC-BLOOD-TRANSFUSION", "procedure", "Blood transfusion (administration)", 3000),
+    ("PKG-CSECTION", "package", "Package - caesarean section (3 days)", 120000),
+    ("PKG-APPENDECTOMY", "package", "Package - appendectomy (2 days)", 90000),
+    ("PKG-NVD", "package", "Package - normal delivery (1 day)", 45000),
+)
 
 # department code, description, fee in rupees
 CONSULTATIONS = (
@@ -95,6 +115,12 @@ PANEL_PRICES = (
     ("LAB-HBA1C", 1980),
     ("LAB-LIPID", 1800),
     ("PROC-ECG", 720),
+    ("BED-GENERAL", 2700),
+    ("BED-PRIVATE", 8100),
+    ("BED-ICU", 22500),
+    ("BED-MATERNITY", 3600),
+    ("PKG-CSECTION", 110000),
+    ("PKG-APPENDECTOMY", 82000),
 )
 
 
@@ -103,6 +129,7 @@ def tariff_rows() -> list[tuple[str, str, str, int]]:
     rows = [(f"CONSULT-{dept}", "consultation", text, rupees * 100) for dept, text, rupees in CONSULTATIONS]
     rows += [(f"LAB-{code}", "lab", text, rupees * 100) for code, text, rupees in LAB_TESTS]
     rows += [(code, "procedure", text, rupees * 100) for code, text, rupees in PROCEDURES]
+    rows += [(code, kind, text, rupees * 100) for code, kind, text, rupees in INPATIENT]
     return rows
 
 
@@ -110,13 +137,14 @@ def load(session: Session, actor: Actor) -> list[str]:
     """Add the demo payer class, tariff items and prices that are missing; one summary line
     per area. The caller commits."""
     lines = []
-    panel_code, panel_name, panel_kind = PANEL
+    panel_code = PANEL[0]
     known = {p.code for p in services.list_payer_classes(session)}
-    if panel_code in known:
-        lines.append("payer classes: 0 created, 1 already present")
-    else:
-        services.define_payer_class(session, actor, code=panel_code, name=panel_name, kind=panel_kind)
-        lines.append("payer classes: 1 created, 0 already present")
+    made = 0
+    for code, name, kind in (PANEL, SEHAT):
+        if code not in known:
+            services.define_payer_class(session, actor, code=code, name=name, kind=kind)
+            made += 1
+    lines.append(f"payer classes: {made} created, {2 - made} already present")
 
     existing = set(session.scalars(select(TariffItem.code)))
     cash_priced = set(session.scalars(select(TariffItem.code).join(TariffPrice)

@@ -9,9 +9,9 @@ are faults that roll the step back.
 from __future__ import annotations
 
 from finance import services
-from finance.schemas import (BillStatusParams, ConsultationChargeParams, NoParams, OpenBillParams,
-                             PostChargesParams, ReverseChargeParams)
-from hms.errors import NotFound
+from finance.schemas import (BillIdParams, BillStatusParams, ConsultationChargeParams, DepositParams, NoParams,
+                             OpenBillParams, PostChargesParams, ReverseChargeParams, SetPayerParams)
+from hms.errors import Conflict, Invalid, NotFound
 from hms.workflow.operations import OperationContext, operation
 
 
@@ -64,3 +64,59 @@ def bill_status(ctx: OperationContext, params: dict) -> dict:
 def fee_before_consultation(ctx: OperationContext, params: dict) -> dict:
     """Whether the consultation fee is paid before the consultation (setting): {"before"}."""
     return {"before": services.fee_before_consultation(ctx.session)}
+
+
+@operation("finance.set_payer", params=SetPayerParams)
+def set_payer(ctx: OperationContext, params: dict) -> dict:
+    """Record who pays the bill: {"ok", "problem", "message"}; a refused payer (unknown
+    class, CNIC not the patient's, verification missing) is data (ok false), so the desk
+    task is shown again with the message."""
+    try:
+        services.set_bill_payer(ctx.session, ctx.actor, params["bill_id"], payer_class=params["payer_class"],
+                                member_no=params["member_no"], verification_ref=params["verification_ref"],
+                                coverage_limit_paisa=params["coverage_limit_paisa"])
+    except Invalid as err:
+        return {"ok": False, "problem": err.code, "message": err.message, "fields": err.fields or {}}
+    return {"ok": True, "problem": None, "message": None, "fields": {}}
+
+
+@operation("finance.record_deposit", params=DepositParams)
+def record_deposit(ctx: OperationContext, params: dict) -> dict:
+    """Take the advance deposit: {"ok", "receipt_no"}; an amount of 0 records nothing."""
+    if params["amount_paisa"] == 0:
+        return {"ok": True, "receipt_no": None}
+    payment, _created = services.record_deposit(ctx.session, ctx.actor, params["bill_id"],
+                                                amount_paisa=params["amount_paisa"],
+                                                method=params["method"] or "cash", reference=params["reference"])
+    return {"ok": True, "receipt_no": payment.receipt_no}
+
+
+@operation("finance.final_totals", params=BillIdParams)
+def final_totals(ctx: OperationContext, params: dict) -> dict:
+    """The interim / final totals of the bill (paisa) and {"closed": bool}."""
+    return services.final_totals(ctx.session, params["bill_id"]).as_dict()
+
+
+@operation("finance.issue_gate_pass", params=BillIdParams)
+def issue_gate_pass(ctx: OperationContext, params: dict) -> dict:
+    """The gate pass of a closed bill: {"ok", "gate_pass_no", "problem"} (problem
+    "bill_not_closed" while it is not closed)."""
+    try:
+        number = services.issue_gate_pass(ctx.session, ctx.actor, params["bill_id"])
+    except Conflict as err:
+        return {"ok": False, "gate_pass_no": None, "problem": err.code}
+    return {"ok": True, "gate_pass_no": number, "problem": None}
+
+
+@operation("finance.check_topup", params=BillIdParams)
+def check_topup(ctx: OperationContext, params: dict) -> dict:
+    """Ask for more deposit when the deposit balance runs low: {"requested": bool}."""
+    return {"requested": services.check_topup(ctx.session, ctx.actor, params["bill_id"]) is not None}
+
+
+@operation("finance.request_final", params=BillIdParams)
+def request_final(ctx: OperationContext, params: dict) -> dict:
+    """Put the bill in finance's "awaiting closure" queue: {"requested": bool} (false when
+    the bill is not open any more)."""
+    bill = services.mark_final_requested(ctx.session, ctx.actor, params["bill_id"])
+    return {"requested": bill.status == "open"}

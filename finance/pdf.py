@@ -92,3 +92,62 @@ def receipt_pdf(data: dict) -> bytes:
     else:
         pdf.cell(width, 5, "No payments yet.", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     return bytes(pdf.output())
+
+
+def final_bill_pdf(data: dict) -> bytes:
+    """Render the final (or interim) inpatient bill of finance.services.final_bill: A4,
+    every line with its source, totals with the payer split, credit notes, the version."""
+    pdf = _ReceiptPDF(orientation="P", unit="mm", format="A4")
+    pdf.set_title(_latin1(f"{data['stage'].title()} bill {data['bill_no']}"))
+    pdf.set_author("HMS")
+    pdf.set_margins(12, 12, 12)
+    pdf.set_auto_page_break(auto=True, margin=14)
+    pdf.alias_nb_pages()
+    pdf.add_page()
+    width = pdf.epw
+
+    pdf.set_font("Helvetica", "B", 15)
+    version = f" - version {data['version']}" if data["version"] else ""
+    pdf.cell(width, 8, _latin1(f"HMS - {data['stage']} BILL{version}"), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    pdf.set_font("Helvetica", size=8)
+    pdf.set_text_color(90)
+    pdf.cell(width, 4, _latin1(f"Printed {data['printed_at']} ({data['timezone']})"),
+             new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    pdf.set_text_color(0)
+    pdf.ln(2)
+    facts = [("MRN", data["mrn"]), ("Patient", data["patient_name"]), ("Bill no", data["bill_no"]),
+             ("Opened", data["bill_date"]), ("Closed", data["closed_at"] or "-"), ("Payer", data["payer_class"]),
+             ("Verification", data["verification_ref"] or "-"), ("Package", data["package"] or "-"),
+             ("Gate pass", data["gate_pass_no"] or "-")]
+    for label, value in facts:
+        pdf.set_font("Helvetica", "B", 9)
+        pdf.cell(26, 5, label)
+        pdf.set_font("Helvetica", size=9)
+        pdf.multi_cell(width - 26, 5, _latin1(value), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    pdf.ln(3)
+    pdf.set_font("Helvetica", size=8.5)
+    if data["lines"]:
+        with pdf.table(col_widths=(70, 40, 12, 32, 32), text_align=("LEFT", "LEFT", "RIGHT", "RIGHT", "RIGHT"),
+                       line_height=4.6, first_row_as_headings=True) as table:
+            table.row(["Item", "Source", "Qty", "Unit price", "Amount"])
+            for line in data["lines"]:
+                text = line["description"] + (f" ({line['reason']})" if line["reason"] else "")
+                table.row([_latin1(text), _latin1(line["source"]), str(line["quantity"]), line["unit_price"],
+                           line["amount"]])
+    else:
+        pdf.cell(width, 5, "No charges on this bill.", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    pdf.ln(2)
+    for label, value in data["totals"]:
+        bold = label in ("Net", "Patient balance")
+        pdf.set_font("Helvetica", "B" if bold else "", 10 if bold else 9)
+        pdf.cell(width - 45, 5.5, _latin1(label), align="R")
+        pdf.cell(45, 5.5, _latin1(value), align="R", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    if data["credit_notes"]:
+        pdf.ln(3)
+        pdf.set_font("Helvetica", "B", 10)
+        pdf.cell(width, 6, "Credit notes", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        pdf.set_font("Helvetica", size=8.5)
+        for note in data["credit_notes"]:
+            pdf.multi_cell(width, 4.6, _latin1(f"{note['no']} (version {note['version']}): {note['amount']} - "
+                                               f"{note['reason']}"), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    return bytes(pdf.output())

@@ -14,8 +14,8 @@ from decimal import Decimal, InvalidOperation
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from finance.models import (BILL_STATUSES, CHARGE_KINDS, PAYMENT_METHODS, PAYER_KINDS, TARIFF_KINDS, Bill, Charge,
-                            Payment, TariffItem)
+from finance.models import (BILL_STATUSES, CHARGE_KINDS, PAYMENT_KINDS, PAYMENT_METHODS, PAYER_KINDS, TARIFF_KINDS,
+                            Bill, BillDiscount, BillVersion, Charge, CreditNote, Payment, TariffItem)
 
 MAX_RUPEES = Decimal(10_000_000_000)  # 10 billion rupees: a typo, not a payment
 RUPEES_TEXT = re.compile(r"^\d+(\.\d+)?$")
@@ -94,6 +94,8 @@ class PaymentIn(Schema):
     amount_paisa = Paisa(load_default=None)
     method = fields.String(required=True, validate=validate.OneOf(PAYMENT_METHODS))
     reference = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=80))
+    kind = fields.String(load_default="payment", validate=validate.OneOf(PAYMENT_KINDS))
+    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=300))
 
     @validates_schema
     def _one_amount(self, data, **kwargs):
@@ -101,6 +103,62 @@ class PaymentIn(Schema):
             raise ValidationError("Give the amount (rupees) or amount_paisa.", field_name="amount")
         if data.get("amount") is not None and data.get("amount_paisa") is not None:
             raise ValidationError("Give the amount or amount_paisa, not both.", field_name="amount")
+
+
+class DiscountIn(Schema):
+    """POST /api/v1/bills/<id>/discounts: "amount" in rupees or "amount_paisa"; a reason."""
+
+    amount = Rupees(load_default=None)
+    amount_paisa = Paisa(load_default=None)
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=300))
+
+    @validates_schema
+    def _one_amount(self, data, **kwargs):
+        PaymentIn._one_amount(self, data)
+
+
+class DecisionIn(Schema):
+    """POST /api/v1/discounts/<id>/approve | reject."""
+
+    note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=300))
+
+
+class ReasonIn(Schema):
+    """POST /api/v1/bills/<id>/credit-approval."""
+
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=300))
+
+
+class PayerIn(Schema):
+    """POST /api/v1/bills/<id>/payer."""
+
+    payer_class = _code(required=True)
+    member_no = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=20))
+    verification_ref = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=80))
+    coverage_limit_paisa = Paisa(load_default=None, allow_none=True)
+
+
+class PackageIn(Schema):
+    """POST /api/v1/bills/<id>/package (null removes the package)."""
+
+    package_code = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=40))
+
+
+class ReversalIn(Schema):
+    """POST /api/v1/bills/<id>/reversals."""
+
+    charge_id = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=2**31 - 1))
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=300))
+    quantity = fields.Integer(load_default=None, allow_none=True, strict=True,
+                              validate=validate.Range(min=1, max=10_000))
+
+
+class CashClosingIn(Schema):
+    """POST /api/v1/cash-closings: counted paisa per method."""
+
+    business_date = fields.Date(required=True)
+    counted = fields.Dict(keys=fields.String(validate=validate.OneOf(PAYMENT_METHODS)), values=Paisa(),
+                          required=True)
 
 
 class BillQuery(Schema):
@@ -150,9 +208,16 @@ class ChargeOut(Schema):
     unit_price_paisa = fields.Integer()
     amount_paisa = fields.Integer()
     reversal_of_id = fields.Integer(allow_none=True)
+    credit_of_id = fields.Integer(allow_none=True)
+    half_day = fields.Boolean()
     reason = fields.String(allow_none=True)
     posted_at = fields.DateTime()
     posted_by = fields.String(attribute="posted_by_name")
+    source = fields.Method("_source")
+
+    def _source(self, charge):
+        from finance.services import source_label
+        return source_label(charge.source_ref)
 
 
 class PaymentOut(Schema):
@@ -162,8 +227,44 @@ class PaymentOut(Schema):
     amount_paisa = fields.Integer()
     method = fields.String()
     reference = fields.String(allow_none=True)
+    kind = fields.String()
+    reason = fields.String(allow_none=True)
+    cash_closing_id = fields.Integer(allow_none=True)
     at = fields.DateTime(attribute="received_at")
     by = fields.String(attribute="received_by_name")
+
+
+class DiscountOut(Schema):
+    id = fields.Integer()
+    bill_id = fields.Integer()
+    amount_paisa = fields.Integer()
+    reason = fields.String()
+    status = fields.String()
+    requested_by = fields.String(attribute="requested_by_name")
+    requested_at = fields.DateTime()
+    decided_by = fields.String(attribute="decided_by_name", allow_none=True)
+    decided_at = fields.DateTime(allow_none=True)
+    decision_note = fields.String(allow_none=True)
+
+
+class CreditNoteOut(Schema):
+    id = fields.Integer()
+    credit_note_no = fields.String()
+    charge_id = fields.Integer()
+    quantity = fields.Integer()
+    amount_paisa = fields.Integer()
+    reason = fields.String()
+    bill_version_no = fields.Integer()
+    created_at = fields.DateTime()
+    created_by = fields.String(attribute="created_by_name")
+
+
+class BillVersionOut(Schema):
+    version_no = fields.Integer()
+    reason = fields.String()
+    totals = fields.Dict()
+    created_at = fields.DateTime()
+    created_by = fields.String(attribute="created_by_name")
 
 
 class BillSummaryOut(Schema):
@@ -179,6 +280,12 @@ class BillSummaryOut(Schema):
     total_paisa = fields.Integer(attribute="charges_paisa")
     paid_paisa = fields.Integer()
     balance_paisa = fields.Integer()
+    package_code = fields.String(allow_none=True)
+    coverage_limit_paisa = fields.Integer(allow_none=True)
+    payer_verification_ref = fields.String(allow_none=True)
+    final_requested_at = fields.DateTime(allow_none=True)
+    closed_at = fields.DateTime(allow_none=True)
+    gate_pass_no = fields.String(allow_none=True)
 
 
 class BillOut(BillSummaryOut):
@@ -186,12 +293,43 @@ class BillOut(BillSummaryOut):
     payments = fields.List(fields.Nested(PaymentOut))
 
 
-def bill_json(bill: Bill) -> dict:
-    return BillOut().dump(bill)
+def bill_json(bill: Bill, *, totals=None, discounts=(), credit_notes=(), versions=()) -> dict:
+    data = BillOut().dump(bill)
+    if totals is not None:
+        data["totals"] = totals.as_dict()
+        data["stage"] = totals.stage
+    data["discounts"] = DiscountOut(many=True).dump(discounts)
+    data["credit_notes"] = CreditNoteOut(many=True).dump(credit_notes)
+    data["versions"] = BillVersionOut(many=True).dump(versions)
+    return data
 
 
-def bill_summary_json(bill: Bill) -> dict:
-    return BillSummaryOut().dump(bill)
+def bill_summary_json(bill: Bill, totals=None) -> dict:
+    data = BillSummaryOut().dump(bill)
+    if totals is not None:
+        data["totals"] = totals.as_dict()
+        data["stage"] = totals.stage
+    return data
+
+
+def discount_json(discount: BillDiscount) -> dict:
+    return DiscountOut().dump(discount)
+
+
+def credit_note_json(note: CreditNote) -> dict:
+    return CreditNoteOut().dump(note)
+
+
+def version_json(version: BillVersion) -> dict:
+    return BillVersionOut().dump(version)
+
+
+def cash_closing_json(closing) -> dict:
+    return {"id": closing.id, "cashier_id": closing.cashier_id, "cashier": closing.cashier_name,
+            "business_date": closing.business_date.isoformat(), "totals": closing.totals,
+            "counted": closing.counted, "expected_paisa": closing.expected_paisa,
+            "counted_paisa": closing.counted_paisa, "variance_paisa": closing.variance_paisa,
+            "payment_count": closing.payment_count, "closed_at": closing.closed_at.isoformat()}
 
 
 def payment_json(payment: Payment) -> dict:
@@ -238,6 +376,7 @@ class ChargeLineParams(Schema):
     quantity = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=10_000))
     tariff_code = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=40))
     unit_price_paisa = Paisa(load_default=None, allow_none=True)
+    half_day = fields.Boolean(load_default=False, allow_none=True)
 
     @validates_schema
     def _priced_once(self, data, **kwargs):
@@ -259,6 +398,25 @@ class ReverseChargeParams(Schema):
 
 class BillStatusParams(Schema):
     bill_id = _id(required=True)
+
+
+class BillIdParams(Schema):
+    bill_id = _id(required=True)
+
+
+class SetPayerParams(Schema):
+    bill_id = _id(required=True)
+    payer_class = fields.String(required=True, validate=validate.Length(min=1, max=40))
+    member_no = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=20))
+    verification_ref = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=80))
+    coverage_limit_paisa = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=0))
+
+
+class DepositParams(Schema):
+    bill_id = _id(required=True)
+    amount_paisa = fields.Integer(required=True, validate=validate.Range(min=0))
+    method = fields.String(load_default="cash", allow_none=True, validate=validate.OneOf(PAYMENT_METHODS))
+    reference = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=80))
 
 
 class NoParams(Schema):

@@ -24,27 +24,42 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import case, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from finance.models import (CASH, CHARGE_KINDS, CODE_LENGTH, PAYER_KINDS, PAYMENT_METHODS, REVERSAL_SUFFIX,
-                            SOURCE_REF_LENGTH, TARIFF_KINDS, Bill, Charge, IdempotencyKey, Payment, PayerClass,
-                            TariffItem, TariffPrice)
+from finance.models import (CASH, CHARGE_KINDS, CODE_LENGTH, PACKAGE_KINDS, PAYER_KINDS, PAYMENT_METHODS,
+                            REVERSAL_SUFFIX, SOURCE_REF_LENGTH, TARIFF_KINDS, Bill, BillDiscount, BillVersion, Charge,
+                            CreditNote, IdempotencyKey, Payment, PayerClass, Receivable, TariffItem, TariffPrice,
+                            TopUpRequest)
 from hms import audit, settings
 from hms.audit import Actor
 from hms.db import config_of, next_number, utcnow
-from hms.errors import Conflict, Invalid, NotFound, MAX_ID, record_id
+from hms.errors import Conflict, Forbidden, Invalid, NotFound, MAX_ID, record_id
 from hms.patients.models import Patient
+from hms.patients.validation import FieldError, normalise_cnic
 
 FEE_BEFORE_CONSULTATION = settings.declare(
     "opd.consultation_fee_before", bool, True, "Consultation fee is paid before the consultation")
+DISCOUNT_APPROVAL_LIMIT = settings.declare(
+    "finance.discount_approval_limit_paisa", int, 500000,
+    "Discounts above this amount (paisa) wait for a finance manager's approval")
+TOPUP_THRESHOLD = settings.declare(
+    "finance.deposit_topup_threshold_paisa", int, 200000,
+    "An admission's deposit balance below this amount (paisa) raises a top-up request")
 
 BILL_NO_FORMAT = "B-{n:06d}"
 RECEIPT_NO_FORMAT = "R-{n:06d}"
 BILL_COUNTER = "finance.bill"
 RECEIPT_COUNTER = "finance.receipt"
+CREDIT_NOTE_NO_FORMAT = "CN-{n:06d}"
+CREDIT_NOTE_COUNTER = "finance.credit_note"
+GATE_PASS_NO_FORMAT = "GP-{n:06d}"
+GATE_PASS_COUNTER = "finance.gate_pass"
+# Payer classes whose share of an admission bill becomes a receivable.
+THIRD_PARTY_KINDS = frozenset({"panel", "corporate", "sehat"})
+APPROVER_ROLES = ("finance_manager", "admin")
 
 MAX_QUANTITY = 10_000
 # 100 million rupees: far above any real unit price, far below integer overflow.
@@ -179,7 +194,7 @@ def define_payer_class(session: Session, actor: Actor, *, code: Any, name: Any, 
                       fields={"code": ["lower-case letters, digits and dashes"]})
     name = _text(name, "name", 120)
     if kind not in PAYER_KINDS or kind == "cash":
-        raise Invalid("kind must be panel or corporate.", fields={"kind": ["must be panel or corporate"]})
+        raise Invalid("kind must be panel, corporate or sehat.", fields={"kind": ["must be panel, corporate or sehat"]})
     if code == CASH or session.get(PayerClass, code) is not None:
         raise Conflict(f"Payer class {code} exists already.", code="payer_class_exists")
     payer, created = _insert_or_existing(session, PayerClass(code=code, name=name, kind=kind),
@@ -493,12 +508,17 @@ def bill_totals(session: Session, bill_id: Any) -> BillTotals:
     return BillTotals(bill.charges_paisa, bill.paid_paisa, bill.balance_paisa)
 
 
+def _signed_amount():
+    return case((Payment.kind == "refund", -Payment.amount_paisa), else_=Payment.amount_paisa)
+
+
 def totals_mismatches(session: Session) -> list[int]:
     """Ids of bills whose cached totals differ from the sums of their charges and payments
     (always empty unless something wrote the tables behind the services' back)."""
     charged = (select(Charge.bill_id, func.sum(Charge.amount_paisa).label("s")).group_by(Charge.bill_id)
                .subquery())
-    paid = select(Payment.bill_id, func.sum(Payment.amount_paisa).label("s")).group_by(Payment.bill_id).subquery()
+    signed = func.sum(_signed_amount())
+    paid = select(Payment.bill_id, signed.label("s")).group_by(Payment.bill_id).subquery()
     query = (select(Bill.id).outerjoin(charged, charged.c.bill_id == Bill.id).outerjoin(paid, paid.c.bill_id == Bill.id)
              .where(or_(Bill.charges_paisa != func.coalesce(charged.c.s, 0),
                         Bill.paid_paisa != func.coalesce(paid.c.s, 0)))
@@ -539,12 +559,20 @@ class ChargeRequest:
     quantity: int
     tariff_code: str | None
     unit_price_paisa: int | None
+    half_day: bool = False
+
+
+def half_day_price(daily_paisa: int) -> int:
+    """Half of a daily price, rounded half up to whole paisa (1001 -> 501)."""
+    return (daily_paisa + 1) // 2
 
 
 def charge_request(*, source_ref: Any, kind: Any, description: Any, quantity: Any = 1, tariff_code: Any = None,
-                   unit_price_paisa: Any = None) -> ChargeRequest:
+                   unit_price_paisa: Any = None, half_day: Any = False) -> ChargeRequest:
     """Check one charge's fields: priced by a tariff code, or (medicines, priced from the
-    stock batch) by an explicit unit price; never both. Invalid naming the field."""
+    stock batch) by an explicit unit price; never both. With `half_day` true the quantity
+    counts half days and the unit price is half the (daily) price, rounded half up.
+    Invalid naming the field."""
     ref = _source_ref(source_ref)
     if ref.endswith(REVERSAL_SUFFIX):
         raise Invalid("Reversals are posted by reverse_charge.", fields={"source_ref": ["reserved suffix"]})
@@ -562,7 +590,11 @@ def charge_request(*, source_ref: Any, kind: Any, description: Any, quantity: An
         tariff_code = _tariff_code(tariff_code, "tariff_code")
     else:
         unit_price_paisa = _price(unit_price_paisa, "unit_price_paisa")
-    return ChargeRequest(ref, kind, description, quantity, tariff_code, unit_price_paisa)
+    if half_day is None:
+        half_day = False
+    if not isinstance(half_day, bool):
+        raise Invalid("half_day must be true or false.", fields={"half_day": ["must be true or false"]})
+    return ChargeRequest(ref, kind, description, quantity, tariff_code, unit_price_paisa, half_day)
 
 
 def _post_locked(session: Session, actor: Actor, bill: Bill, req: ChargeRequest) -> tuple[Charge, bool]:
@@ -578,10 +610,12 @@ def _post_locked(session: Session, actor: Actor, bill: Bill, req: ChargeRequest)
             raise Invalid(f"Tariff item {item.code} is a {item.kind} item, not {req.kind}.",
                           fields={"kind": [f"{item.code} is {item.kind}"]})
         unit_price = price_for(session, tariff_code, bill.payer_class)
+    if req.half_day:
+        unit_price = half_day_price(unit_price)
     charge = Charge(bill_id=bill.id, source_ref=req.source_ref, kind=req.kind, tariff_code=tariff_code,
                     description=req.description, quantity=req.quantity, unit_price_paisa=unit_price,
                     amount_paisa=req.quantity * unit_price, posted_by_id=actor.user_id,
-                    posted_by_name=actor.username)
+                    posted_by_name=actor.username, half_day=req.half_day)
     charge, created = _insert_or_existing(session, charge, lambda: get_charge(session, req.source_ref))
     if not created:
         return _check_same_bill(charge, bill), False
@@ -590,7 +624,8 @@ def _post_locked(session: Session, actor: Actor, bill: Bill, req: ChargeRequest)
     session.flush()
     audit.record(session, actor, "charge.post", "charge", charge.id, patient_id=bill.patient_id,
                  detail={"bill_id": bill.id, "source_ref": charge.source_ref, "tariff_code": tariff_code,
-                         "quantity": charge.quantity, "amount_paisa": charge.amount_paisa})
+                         "quantity": charge.quantity, "amount_paisa": charge.amount_paisa,
+                         "half_day": charge.half_day})
     return charge, True
 
 
@@ -652,7 +687,8 @@ def reverse_charge(session: Session, actor: Actor, source_ref: Any, reason: Any)
     reversal_of_id, with the reason; return (reversal, created).
 
     Reversing twice returns the first reversal (the unique reversal_of_id enforces one per
-    charge). The reason is required. NotFound when nothing was posted under `source_ref`;
+    charge). After partial credits the reversal takes what is left; Conflict
+    `already_credited` when nothing is. The reason is required. NotFound when nothing was posted under `source_ref`;
     Invalid for a reversal itself; Conflict `bill_not_open` when the bill is not open.
     Locks the bill row; updates its cached total and version. Audited (ids and amounts,
     not the reason).
@@ -675,11 +711,15 @@ def reverse_charge(session: Session, actor: Actor, source_ref: Any, reason: Any)
     if existing is not None:
         return existing, False
     _require_open(bill)
+    remaining = original.quantity - _credited_quantity(session, original.id)
+    if remaining <= 0:
+        raise Conflict(f"{ref} is credited in full already.", code="already_credited")
     reversal = Charge(bill_id=bill.id, source_ref=reversal_ref, kind=original.kind,
                       tariff_code=original.tariff_code, description=original.description,
-                      quantity=-original.quantity, unit_price_paisa=original.unit_price_paisa,
-                      amount_paisa=-original.amount_paisa, posted_by_id=actor.user_id,
-                      posted_by_name=actor.username, reversal_of_id=original.id, reason=reason)
+                      quantity=-remaining, unit_price_paisa=original.unit_price_paisa,
+                      amount_paisa=-remaining * original.unit_price_paisa, posted_by_id=actor.user_id,
+                      posted_by_name=actor.username, reversal_of_id=original.id, reason=reason,
+                      half_day=original.half_day)
     reversal, created = _insert_or_existing(session, reversal, find)
     if not created:
         return reversal, False
@@ -692,14 +732,15 @@ def reverse_charge(session: Session, actor: Actor, source_ref: Any, reason: Any)
     return reversal, True
 
 
-# --- payments ------------------------------------------------------------------------------
+# --- payments, deposits, refunds ----------------------------------------------------------
 
-def _fingerprint(bill_id: int, amount_paisa: int, method: str) -> str:
-    return f"bill:{bill_id}|amount:{amount_paisa}|method:{method}"
+def _fingerprint(bill_id: int, amount_paisa: int, method: str, kind: str = "payment") -> str:
+    base = f"bill:{bill_id}|amount:{amount_paisa}|method:{method}"
+    return base if kind == "payment" else f"{base}|kind:{kind}"
 
 
-def _replay(session: Session, prior: IdempotencyKey, fingerprint: str) -> Payment:
-    if prior.operation != "payment" or prior.fingerprint != fingerprint or prior.payment_id is None:
+def _replay(session: Session, prior: IdempotencyKey, fingerprint: str, kind: str = "payment") -> Payment:
+    if prior.operation != kind or prior.fingerprint != fingerprint or prior.payment_id is None:
         raise Conflict("This idempotency key was used for a different request; send a new key for a new payment.",
                        code="idempotency_key_reused")
     return session.get(Payment, prior.payment_id)
@@ -708,6 +749,59 @@ def _replay(session: Session, prior: IdempotencyKey, fingerprint: str) -> Paymen
 def _idempotency_key(session: Session, key: str) -> IdempotencyKey | None:
     return session.execute(select(IdempotencyKey).where(IdempotencyKey.key == key)
                            .execution_options(populate_existing=True)).scalar_one_or_none()
+
+
+def _money_fields(amount_paisa: Any, method: Any, reference: Any, idempotency_key: Any, *,
+                  key_required: bool) -> tuple[int, str, str | None, str | None]:
+    if isinstance(amount_paisa, bool) or not isinstance(amount_paisa, int) or amount_paisa <= 0:
+        raise Invalid("The amount must be more than zero, in whole paisa.",
+                      fields={"amount": ["must be more than zero"]})
+    if amount_paisa > MAX_PAYMENT_PAISA:
+        raise Invalid("The amount is too large.", fields={"amount": ["too large"]})
+    if method not in PAYMENT_METHODS:
+        raise Invalid(f"method must be one of {', '.join(PAYMENT_METHODS)}.", fields={"method": ["unknown method"]})
+    reference = _text(reference, "reference", 80, required=False)
+    if method in REFERENCE_REQUIRED and reference is None:
+        raise Invalid(f"A {METHOD_LABELS[method]} payment needs its transaction reference.",
+                      fields={"reference": ["required for " + METHOD_LABELS[method]]})
+    if idempotency_key is None and not key_required:
+        return amount_paisa, method, reference, None
+    if not isinstance(idempotency_key, str) or not IDEMPOTENCY_KEY_RE.match(idempotency_key):
+        raise Invalid("The idempotency key must be 1 to 100 printable characters without spaces.",
+                      fields={"idempotency_key": ["1 to 100 printable characters"]})
+    return amount_paisa, method, reference, idempotency_key
+
+
+def _insert_money(session: Session, actor: Actor, bill: Bill, kind: str, amount_paisa: int, method: str,
+                  reference: str | None, idempotency_key: str | None, fingerprint: str,
+                  reason: str | None = None) -> tuple[Payment, bool]:
+    """Insert a payment / deposit / refund row on the locked bill with its receipt number
+    and (when given) its idempotency key; a concurrent use of the key returns the winner's
+    row. Updates the cached received total and the version; audited."""
+    try:
+        with session.begin_nested():
+            payment = Payment(bill_id=bill.id,
+                              receipt_no=RECEIPT_NO_FORMAT.format(n=next_number(session, RECEIPT_COUNTER)),
+                              amount_paisa=amount_paisa, method=method, reference=reference, kind=kind,
+                              reason=reason, received_by_id=actor.user_id, received_by_name=actor.username)
+            session.add(payment)
+            session.flush()
+            if idempotency_key is not None:
+                session.add(IdempotencyKey(key=idempotency_key, operation=kind, fingerprint=fingerprint,
+                                           payment_id=payment.id, created_by_id=actor.user_id))
+                session.flush()
+    except IntegrityError:
+        prior = _idempotency_key(session, idempotency_key) if idempotency_key else None
+        if prior is None:
+            raise
+        return _replay(session, prior, fingerprint, kind), False
+    bill.paid_paisa += payment.signed_paisa
+    bill.version += 1
+    session.flush()
+    audit.record(session, actor, f"{kind}.record", "payment", payment.id, patient_id=bill.patient_id,
+                 detail={"bill_id": bill.id, "receipt_no": payment.receipt_no, "amount_paisa": amount_paisa,
+                         "method": method, "kind": kind})
+    return payment, True
 
 
 def record_payment(session: Session, actor: Actor, bill_id: Any, *, amount_paisa: Any, method: Any,
@@ -721,62 +815,93 @@ def record_payment(session: Session, actor: Actor, bill_id: Any, *, amount_paisa
       requests with one key pay once.
     - Methods: cash, card, bank_transfer, jazzcash, easypaisa; all but cash need the
       `reference` (card approval code, transfer or wallet transaction id).
-    - The amount is whole paisa, more than zero and at most the balance (paying exactly the
+    - The amount is whole paisa, more than zero and at most the patient's balance (see
+      `final_totals`: the patient's share less what was received; paying exactly the
       balance settles the bill); more is Invalid `overpayment`.
     - A bill that is not open is Conflict `bill_not_open` (a repeat of an earlier request
       still returns its payment).
 
     Locks the bill row, then the receipt counter. Updates the bill's cached paid total and
-    version. Audited (bill, receipt number, amount, method).
+    version. Audited (bill, receipt number, amount, method). Because the decision is made
+    under the bill row lock, a payment and a close of the same bill serialise: the payment
+    lands before the close (which counts it) or is refused `bill_not_open`.
     """
-    if isinstance(amount_paisa, bool) or not isinstance(amount_paisa, int) or amount_paisa <= 0:
-        raise Invalid("The amount must be more than zero, in whole paisa.",
-                      fields={"amount": ["must be more than zero"]})
-    if amount_paisa > MAX_PAYMENT_PAISA:
-        raise Invalid("The amount is too large.", fields={"amount": ["too large"]})
-    if method not in PAYMENT_METHODS:
-        raise Invalid(f"method must be one of {', '.join(PAYMENT_METHODS)}.", fields={"method": ["unknown method"]})
-    reference = _text(reference, "reference", 80, required=False)
-    if method in REFERENCE_REQUIRED and reference is None:
-        raise Invalid(f"A {METHOD_LABELS[method]} payment needs its transaction reference.",
-                      fields={"reference": ["required for " + METHOD_LABELS[method]]})
-    if not isinstance(idempotency_key, str) or not IDEMPOTENCY_KEY_RE.match(idempotency_key):
-        raise Invalid("The idempotency key must be 1 to 100 printable characters without spaces.",
-                      fields={"idempotency_key": ["1 to 100 printable characters"]})
-
+    amount_paisa, method, reference, idempotency_key = _money_fields(
+        amount_paisa, method, reference, idempotency_key, key_required=True)
     bill = _locked_bill(session, bill_id)
     fingerprint = _fingerprint(bill.id, amount_paisa, method)
     prior = _idempotency_key(session, idempotency_key)
     if prior is not None:
         return _replay(session, prior, fingerprint), False
     _require_open(bill)
-    if amount_paisa > bill.balance_paisa:
-        due = max(bill.balance_paisa, 0)
+    due = _compute_totals(session, bill).patient_balance_paisa
+    if amount_paisa > due:
+        due = max(due, 0)
         raise Invalid(f"The amount is more than the balance of {_money(session, due)}.", code="overpayment",
                       fields={"amount": [f"at most {_money(session, due)}"]})
-    try:
-        with session.begin_nested():
-            payment = Payment(bill_id=bill.id,
-                              receipt_no=RECEIPT_NO_FORMAT.format(n=next_number(session, RECEIPT_COUNTER)),
-                              amount_paisa=amount_paisa, method=method, reference=reference,
-                              received_by_id=actor.user_id, received_by_name=actor.username)
-            session.add(payment)
-            session.flush()
-            session.add(IdempotencyKey(key=idempotency_key, operation="payment", fingerprint=fingerprint,
-                                       payment_id=payment.id, created_by_id=actor.user_id))
-            session.flush()
-    except IntegrityError:
+    payment, created = _insert_money(session, actor, bill, "payment", amount_paisa, method, reference,
+                                     idempotency_key, fingerprint)
+    if created:
+        _mark_topups_met(session, bill)
+    return payment, created
+
+
+def record_deposit(session: Session, actor: Actor, bill_id: Any, *, amount_paisa: Any, method: Any,
+                   reference: Any = None, idempotency_key: Any = None) -> tuple[Payment, bool]:
+    """Take an advance deposit on an open bill (no upper limit: the stay is not over);
+    return (payment row of kind "deposit", created). Same method / reference / idempotency
+    rules as `record_payment` (the key is optional here). A deposit that brings the deposit
+    balance back above the top-up threshold marks the open top-up request met.
+    Conflict `bill_not_open` on a bill that is not open. Locks the bill row; audited."""
+    amount_paisa, method, reference, idempotency_key = _money_fields(
+        amount_paisa, method, reference, idempotency_key, key_required=False)
+    bill = _locked_bill(session, bill_id)
+    fingerprint = _fingerprint(bill.id, amount_paisa, method, "deposit")
+    if idempotency_key is not None:
         prior = _idempotency_key(session, idempotency_key)
-        if prior is None:
-            raise
-        return _replay(session, prior, fingerprint), False
-    bill.paid_paisa += amount_paisa
-    bill.version += 1
-    session.flush()
-    audit.record(session, actor, "payment.record", "payment", payment.id, patient_id=bill.patient_id,
-                 detail={"bill_id": bill.id, "receipt_no": payment.receipt_no, "amount_paisa": amount_paisa,
-                         "method": method})
-    return payment, True
+        if prior is not None:
+            return _replay(session, prior, fingerprint, "deposit"), False
+    _require_open(bill)
+    payment, created = _insert_money(session, actor, bill, "deposit", amount_paisa, method, reference,
+                                     idempotency_key, fingerprint)
+    if created:
+        _mark_topups_met(session, bill)
+    return payment, created
+
+
+def record_refund(session: Session, actor: Actor, bill_id: Any, *, amount_paisa: Any, method: Any,
+                  reason: Any, reference: Any = None, idempotency_key: Any = None) -> tuple[Payment, bool]:
+    """Pay money back to the patient; return (payment row of kind "refund", created).
+
+    Cashier, finance manager or admin (Forbidden otherwise). The reason is required. On an
+    open bill the refund is at most what was received (deposits + payments - refunds);
+    on a closed bill only a refund due (a credit note left the patient in credit) can be
+    paid, at most that amount. Invalid `refund_too_large` beyond it. Locks the bill row;
+    audited."""
+    if not actor.is_system and not actor.has_role("cashier", "finance_manager", "admin"):
+        raise Forbidden("Only a cashier or a finance manager pays refunds.", code="refund_forbidden")
+    amount_paisa, method, reference, idempotency_key = _money_fields(
+        amount_paisa, method, reference, idempotency_key, key_required=False)
+    reason = _text(reason, "reason", 300)
+    bill = _locked_bill(session, bill_id)
+    fingerprint = _fingerprint(bill.id, amount_paisa, method, "refund")
+    if idempotency_key is not None:
+        prior = _idempotency_key(session, idempotency_key)
+        if prior is not None:
+            return _replay(session, prior, fingerprint, "refund"), False
+    if bill.status == "open":
+        limit = bill.paid_paisa
+    elif bill.status == "closed":
+        limit = max(-_compute_totals(session, bill).patient_balance_paisa, 0)
+        if limit == 0:
+            _require_open(bill)
+    else:
+        _require_open(bill)
+    if amount_paisa > limit:
+        raise Invalid(f"A refund can be at most {_money(session, limit)} on this bill.", code="refund_too_large",
+                      fields={"amount": [f"at most {_money(session, limit)}"]})
+    return _insert_money(session, actor, bill, "refund", amount_paisa, method, reference, idempotency_key,
+                         fingerprint, reason=reason)
 
 
 # --- receipts ------------------------------------------------------------------------------
@@ -816,4 +941,641 @@ def receipt(session: Session, actor: Actor, bill_id: Any) -> dict:
         "payments": [{"receipt_no": p.receipt_no, "at": when(p.received_at), "method": METHOD_LABELS[p.method],
                       "reference": p.reference or "", "amount": format_money(p.amount_paisa, currency),
                       "by": p.received_by_name} for p in bill.payments],
+    }
+
+
+# --- partial credits (medicine returns) ------------------------------------------------------
+
+def _credited_quantity(session: Session, charge_id: int) -> int:
+    """How much of a charge's quantity is credited back already (partial credits and a
+    full reversal), as a positive number."""
+    total = session.scalar(select(func.coalesce(func.sum(Charge.quantity), 0))
+                           .where(or_(Charge.credit_of_id == charge_id, Charge.reversal_of_id == charge_id)))
+    return -int(total or 0)
+
+
+def credit_charge(session: Session, actor: Actor, *, original_source_ref: Any, quantity: Any, source_ref: Any,
+                  reason: Any) -> tuple[Charge, bool]:
+    """Credit part of a charge (medicines returned): a line with the negative `quantity`, the
+    original's unit price, the reason, `credit_of_id` the original; return (credit, created).
+
+    Idempotent per `source_ref` (a repeat returns the first credit). The credited
+    quantities of one charge (partial credits and a reversal) never exceed its quantity:
+    Invalid `credit_exceeds_charge`. NotFound `charge_not_found` when the original was never
+    charged; Conflict `bill_not_open` when its bill is not open. Locks the bill row, so two
+    credits of one charge are decided one after the other. Audited."""
+    original_ref = _source_ref(original_source_ref, "original_source_ref")
+    ref = _source_ref(source_ref)
+    quantity = _whole(quantity, "quantity", 1, MAX_QUANTITY)
+    reason = _text(reason, "reason", 300)
+    original = get_charge(session, original_ref)
+    if original is None:
+        raise NotFound(f"No charge was posted for {original_ref}.", code="charge_not_found")
+    if original.reversal_of_id is not None or original.credit_of_id is not None:
+        raise Invalid("A credit cannot itself be credited.", code="reversal_of_reversal",
+                      fields={"original_source_ref": ["is a credit"]})
+    bill = _locked_bill(session, original.bill_id)
+    existing = get_charge(session, ref)
+    if existing is not None:
+        if existing.credit_of_id != original.id:
+            raise Conflict(f"{ref} is used by another charge.", code="source_ref_used")
+        return existing, False
+    _require_open(bill)
+    left = original.quantity - _credited_quantity(session, original.id)
+    if quantity > left:
+        raise Invalid(f"Only {left} of {original.quantity} can still be credited.", code="credit_exceeds_charge",
+                      fields={"quantity": [f"at most {left}"]})
+    credit = Charge(bill_id=bill.id, source_ref=ref, kind=original.kind, tariff_code=original.tariff_code,
+                    description=original.description, quantity=-quantity,
+                    unit_price_paisa=original.unit_price_paisa, amount_paisa=-quantity * original.unit_price_paisa,
+                    posted_by_id=actor.user_id, posted_by_name=actor.username, credit_of_id=original.id,
+                    reason=reason, half_day=original.half_day)
+    credit, created = _insert_or_existing(session, credit, lambda: get_charge(session, ref))
+    if not created:
+        return credit, False
+    bill.charges_paisa += credit.amount_paisa
+    bill.version += 1
+    session.flush()
+    audit.record(session, actor, "charge.credit", "charge", credit.id, patient_id=bill.patient_id,
+                 detail={"bill_id": bill.id, "credit_of_id": original.id, "source_ref": ref,
+                         "quantity": quantity, "amount_paisa": credit.amount_paisa})
+    return credit, True
+
+
+def credit_returned_medicine(session: Session, actor: Actor, *, dispense_line_id: Any, quantity: Any,
+                             return_id: Any, reason: Any = "Returned unused to pharmacy") -> tuple[Charge, bool]:
+    """Credit `quantity` of the medicine charged as "dispense_line:<id>", under source_ref
+    "pharmacy_return:<return_id>" (idempotent per return). NotFound `charge_not_found` when
+    that line was never charged. See `credit_charge` (locks the bill row)."""
+    line = _as_id(dispense_line_id, "dispense_line")
+    ret = _as_id(return_id, "pharmacy_return")
+    return credit_charge(session, actor, original_source_ref=f"dispense_line:{line}", quantity=quantity,
+                         source_ref=f"pharmacy_return:{ret}", reason=reason)
+
+
+# --- payer and package --------------------------------------------------------------------
+
+def set_bill_payer(session: Session, actor: Actor, bill_id: Any, *, payer_class: Any, member_no: Any = None,
+                   verification_ref: Any = None, coverage_limit_paisa: Any = None) -> Bill:
+    """Record who pays an open bill.
+
+    - cash: clears the member number, verification and limit.
+    - panel / corporate: an optional coverage limit (paisa; None = no limit) and optional
+      member number / verification reference.
+    - sehat (Sehat Card): the member number (CNIC or Form-B, 13 digits, dashes allowed) must
+      be the patient's CNIC or Form-B on record, and the card verification / approval
+      number is required. Invalid naming the field otherwise.
+    Charges already posted keep their prices. Conflict `bill_not_open` when the bill is not
+    open. Locks the bill row; audited (not the member number)."""
+    bill = _locked_bill(session, bill_id)
+    payer = _payer_class(session, payer_class)
+    _require_open(bill)
+    limit = None if coverage_limit_paisa is None else _whole(coverage_limit_paisa, "coverage_limit_paisa", 0,
+                                                             MAX_PAYMENT_PAISA)
+    if payer.kind == "cash":
+        member, verification, limit = None, None, None
+    else:
+        try:
+            member = normalise_cnic(member_no, "Enter the CNIC or Form-B number: 13 digits, e.g. 35202-1234567-1.")
+        except FieldError as err:
+            raise Invalid(str(err), fields={"member_no": [str(err)]}) from None
+        verification = _text(verification_ref, "verification_ref", 80, required=False)
+        if payer.kind == "sehat":
+            if member is None:
+                raise Invalid("A Sehat Card admission needs the member's CNIC or Form-B number.",
+                              fields={"member_no": ["is required for the Sehat Card"]})
+            patient = session.get(Patient, bill.patient_id)
+            if member not in {patient.cnic, patient.form_b}:
+                raise Invalid("The CNIC / Form-B number is not the one on this patient's record.",
+                              code="member_no_mismatch",
+                              fields={"member_no": ["does not match the patient's CNIC or Form-B"]})
+            if verification is None:
+                raise Invalid("Enter the Sehat Card verification (approval) number.",
+                              fields={"verification_ref": ["is required for the Sehat Card"]})
+    bill.payer_class, bill.payer_member_no = payer.code, member
+    bill.payer_verification_ref, bill.coverage_limit_paisa = verification, limit
+    bill.version += 1
+    session.flush()
+    audit.record(session, actor, "bill.set_payer", "bill", bill.id, patient_id=bill.patient_id,
+                 detail={"payer_class": payer.code, "kind": payer.kind, "coverage_limit_paisa": limit,
+                         "verified": verification is not None})
+    return bill
+
+
+def set_package(session: Session, actor: Actor, bill_id: Any, package_code: Any) -> Bill:
+    """Choose (or with None remove) the package of an open bill: a tariff item of kind
+    "package" whose price (the bill's payer class's, else cash) replaces the bed, nursing,
+    procedure and lab charges in the totals. Invalid for another kind; Conflict
+    `bill_not_open`. Locks the bill row; audited."""
+    bill = _locked_bill(session, bill_id)
+    _require_open(bill)
+    code = None
+    if package_code is not None and package_code != "":
+        item = get_tariff(session, package_code)
+        if item.kind != "package":
+            raise Invalid(f"{item.code} is a {item.kind} item, not a package.",
+                          fields={"package_code": ["not a package"]})
+        price_for(session, item.code, bill.payer_class)  # NotFound when it has no price
+        code = item.code
+    bill.package_code = code
+    bill.version += 1
+    session.flush()
+    audit.record(session, actor, "bill.set_package", "bill", bill.id, patient_id=bill.patient_id,
+                 detail={"package_code": code})
+    return bill
+
+
+def mark_final_requested(session: Session, actor: Actor, bill_id: Any) -> Bill:
+    """The discharge asks finance for the final bill: the bill joins "Bills awaiting
+    closure". Idempotent (keeps the first time); a no-op on a bill that is not open. Locks
+    the bill row; audited when marked."""
+    bill = _locked_bill(session, bill_id)
+    if bill.final_requested_at is not None or bill.status != "open":
+        return bill
+    bill.final_requested_at = utcnow()
+    session.flush()
+    audit.record(session, actor, "bill.final_requested", "bill", bill.id, patient_id=bill.patient_id)
+    return bill
+
+
+# --- totals --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FinalTotals:
+    """The interim (open bill) or final (closed bill) totals, in paisa.
+
+    net = gross + package_adjustment - discounts - credit_notes (never below zero);
+    payer_share = min(net, coverage limit) for a panel / corporate / Sehat Card admission,
+    else 0; patient_share = net - payer_share; received = deposits + payments - refunds;
+    patient_balance = patient_share - received (negative: a refund is due)."""
+
+    bill_id: int
+    stage: str
+    closed: bool
+    payer_class: str
+    payer_kind: str
+    package_code: str | None
+    gross_paisa: int
+    package_price_paisa: int
+    package_adjustment_paisa: int
+    discounts_paisa: int
+    pending_discounts: int
+    pending_discounts_paisa: int
+    credit_notes_paisa: int
+    net_paisa: int
+    coverage_limit_paisa: int | None
+    payer_share_paisa: int
+    patient_share_paisa: int
+    deposits_paisa: int
+    payments_paisa: int
+    refunds_paisa: int
+    received_paisa: int
+    patient_balance_paisa: int
+    credit_approved: bool
+
+    def as_dict(self) -> dict:
+        from dataclasses import asdict
+        return asdict(self)
+
+
+def _compute_totals(session: Session, bill: Bill) -> FinalTotals:
+    """FinalTotals of `bill` from its rows (the caller holds the bill lock when it decides
+    on them)."""
+    by_kind = dict(session.execute(select(Charge.kind, func.sum(Charge.amount_paisa))
+                                   .where(Charge.bill_id == bill.id).group_by(Charge.kind)).all())
+    gross = int(sum(by_kind.values()))
+    cn_rows = session.execute(select(Charge.kind, func.sum(CreditNote.amount_paisa))
+                              .join(Charge, Charge.id == CreditNote.charge_id)
+                              .where(CreditNote.bill_id == bill.id).group_by(Charge.kind)).all()
+    cn_by_kind = {k: int(v) for k, v in cn_rows}
+    credit_notes = sum(cn_by_kind.values())
+    package_price = adjustment = 0
+    if bill.package_code:
+        package_price = price_for(session, bill.package_code, bill.payer_class)
+        # The package replaces the covered lines; credit notes on covered lines therefore
+        # give back to the adjustment what they take from the net (the package price holds).
+        covered = sum(int(by_kind.get(k) or 0) for k in PACKAGE_KINDS)
+        adjustment = package_price - covered + sum(cn_by_kind.get(k, 0) for k in PACKAGE_KINDS)
+    disc = dict(session.execute(select(BillDiscount.status, func.sum(BillDiscount.amount_paisa))
+                                .where(BillDiscount.bill_id == bill.id).group_by(BillDiscount.status)).all())
+    pending_count = session.scalar(select(func.count()).select_from(BillDiscount).where(
+        BillDiscount.bill_id == bill.id, BillDiscount.status == "pending")) or 0
+    discounts = int(disc.get("approved") or 0)
+    net = max(gross + adjustment - discounts - credit_notes, 0)
+    payer = session.get(PayerClass, bill.payer_class)
+    payer_kind = payer.kind if payer is not None else "cash"
+    payer_share = 0
+    if payer_kind in THIRD_PARTY_KINDS and bill.admission_id is not None:
+        payer_share = net if bill.coverage_limit_paisa is None else min(net, bill.coverage_limit_paisa)
+    money = dict(session.execute(select(Payment.kind, func.sum(Payment.amount_paisa))
+                                 .where(Payment.bill_id == bill.id).group_by(Payment.kind)).all())
+    deposits, payments, refunds = (int(money.get(k) or 0) for k in ("deposit", "payment", "refund"))
+    received = deposits + payments - refunds
+    patient_share = net - payer_share
+    closed = bill.status == "closed"
+    return FinalTotals(
+        bill_id=bill.id, stage="final" if closed else "interim", closed=closed, payer_class=bill.payer_class,
+        payer_kind=payer_kind, package_code=bill.package_code, gross_paisa=gross,
+        package_price_paisa=package_price, package_adjustment_paisa=adjustment, discounts_paisa=discounts,
+        pending_discounts=int(pending_count), pending_discounts_paisa=int(disc.get("pending") or 0),
+        credit_notes_paisa=credit_notes, net_paisa=net, coverage_limit_paisa=bill.coverage_limit_paisa,
+        payer_share_paisa=payer_share, patient_share_paisa=patient_share, deposits_paisa=deposits,
+        payments_paisa=payments, refunds_paisa=refunds, received_paisa=received,
+        patient_balance_paisa=patient_share - received, credit_approved=bill.credit_approved_at is not None)
+
+
+def final_totals(session: Session, bill_id: Any) -> FinalTotals:
+    """The bill's totals (interim while open, final once closed). Reads only."""
+    bill = get_bill(session, bill_id)
+    session.refresh(bill)
+    return _compute_totals(session, bill)
+
+
+SOURCE_LABELS = {
+    "lab_order_item": ("Lab test", "lab"),
+    "dispense_line": ("Pharmacy", "pharmacy"),
+    "pharmacy_return": ("Pharmacy return", "pharmacy"),
+    "bed_day": ("Bed-day", "ward"),
+    "nursing_day": ("Nursing", "ward"),
+    "procedure": ("Procedure", "ward"),
+    "ward_order": ("Ward order", "ward"),
+    "encounter": ("Consultation", "opd"),
+    "manual": ("Manual", None),
+}
+
+
+def source_label(source_ref: str) -> dict:
+    """A charge's source_ref as a person reads it: {"label", "area", "ref_id", "ref"}.
+    "lab_order_item:12" -> Lab test #12 (area lab); "bed_day:3:0:general" -> Bed-day;
+    unknown prefixes are shown as they are."""
+    base = source_ref[:-len(REVERSAL_SUFFIX)] if source_ref.endswith(REVERSAL_SUFFIX) else source_ref
+    parts = base.split(":")
+    label, area = SOURCE_LABELS.get(parts[0], (parts[0].replace("_", " ").capitalize(), None))
+    ref_id = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+    text = f"{label} #{ref_id}" if ref_id is not None else label
+    if source_ref.endswith(REVERSAL_SUFFIX):
+        text = f"Reversal of {text}"
+    return {"label": text, "area": area, "ref_id": ref_id, "ref": source_ref}
+
+
+# --- discounts -----------------------------------------------------------------------------
+
+def _locked_discount(session: Session, discount_id: Any) -> tuple[BillDiscount, Bill]:
+    discount = session.get(BillDiscount, _as_id(discount_id, "discount"))
+    if discount is None:
+        raise NotFound(f"No discount with id {discount_id}.", code="discount_not_found")
+    bill = _locked_bill(session, discount.bill_id)
+    session.refresh(discount)
+    return discount, bill
+
+
+def request_discount(session: Session, actor: Actor, bill_id: Any, *, amount_paisa: Any,
+                     reason: Any) -> BillDiscount:
+    """Ask for a discount on an open bill (a reason always). Up to the setting
+    finance.discount_approval_limit_paisa it is approved at once; above, it is pending until
+    a finance manager decides. The discounts (approved and pending) never exceed the amount
+    due after the package: Invalid `discount_too_large`. Conflict `bill_not_open`. Locks
+    the bill row; audited."""
+    amount = _whole(amount_paisa, "amount_paisa", 1, MAX_PAYMENT_PAISA)
+    reason = _text(reason, "reason", 300)
+    bill = _locked_bill(session, bill_id)
+    _require_open(bill)
+    totals = _compute_totals(session, bill)
+    room = totals.gross_paisa + totals.package_adjustment_paisa - totals.credit_notes_paisa \
+        - totals.discounts_paisa - totals.pending_discounts_paisa
+    if amount > room:
+        room = max(room, 0)
+        raise Invalid(f"The discount can be at most {_money(session, room)}.", code="discount_too_large",
+                      fields={"amount_paisa": [f"at most {_money(session, room)}"]})
+    limit = int(settings.get(session, DISCOUNT_APPROVAL_LIMIT))
+    approved = amount <= limit
+    now = utcnow()
+    discount = BillDiscount(bill_id=bill.id, amount_paisa=amount, reason=reason,
+                            status="approved" if approved else "pending", requested_by_id=actor.user_id,
+                            requested_by_name=actor.username, requested_at=now,
+                            decided_at=now if approved else None,
+                            decision_note="Within the approval limit" if approved else None)
+    session.add(discount)
+    bill.version += 1
+    session.flush()
+    audit.record(session, actor, "discount.request", "bill_discount", discount.id, patient_id=bill.patient_id,
+                 detail={"bill_id": bill.id, "amount_paisa": amount, "status": discount.status})
+    return discount
+
+
+def _decide_discount(session: Session, actor: Actor, discount_id: Any, status: str, note: Any) -> BillDiscount:
+    if not actor.has_role(*APPROVER_ROLES):
+        raise Forbidden("Only a finance manager decides on discounts.", code="not_approver")
+    note = _text(note, "note", 300, required=False)
+    discount, bill = _locked_discount(session, discount_id)
+    _require_open(bill)
+    if discount.status != "pending":
+        raise Conflict(f"This discount is {discount.status} already.", code="discount_decided")
+    if status == "approved" and discount.requested_by_id is not None and discount.requested_by_id == actor.user_id:
+        raise Forbidden("A discount is approved by someone other than who asked for it.", code="own_discount")
+    discount.status, discount.decided_at = status, utcnow()
+    discount.decided_by_id, discount.decided_by_name, discount.decision_note = actor.user_id, actor.username, note
+    bill.version += 1
+    session.flush()
+    audit.record(session, actor, f"discount.{status}", "bill_discount", discount.id, patient_id=bill.patient_id,
+                 detail={"bill_id": bill.id, "amount_paisa": discount.amount_paisa})
+    return discount
+
+
+def approve_discount(session: Session, actor: Actor, discount_id: Any, note: Any = None) -> BillDiscount:
+    """Approve a pending discount: a finance manager (or admin) who did not ask for it
+    (Forbidden otherwise); Conflict `discount_decided` / `bill_not_open`. Locks the bill
+    row; audited."""
+    return _decide_discount(session, actor, discount_id, "approved", note)
+
+
+def reject_discount(session: Session, actor: Actor, discount_id: Any, note: Any = None) -> BillDiscount:
+    """Reject a pending discount: a finance manager or admin (the requester may withdraw
+    their own); Conflict `discount_decided` / `bill_not_open`. Locks the bill row; audited."""
+    return _decide_discount(session, actor, discount_id, "rejected", note)
+
+
+def list_discounts(session: Session, bill_id: int) -> list[BillDiscount]:
+    return list(session.scalars(select(BillDiscount).where(BillDiscount.bill_id == bill_id)
+                                .order_by(BillDiscount.id)))
+
+
+# --- credit approval, close ----------------------------------------------------------------
+
+def approve_credit(session: Session, actor: Actor, bill_id: Any, reason: Any) -> Bill:
+    """Let an open bill close with the patient's balance still owed (credit), with the
+    reason. Finance manager or admin (Forbidden otherwise). Locks the bill row; audited."""
+    if not actor.has_role(*APPROVER_ROLES):
+        raise Forbidden("Only a finance manager approves credit.", code="not_approver")
+    reason = _text(reason, "reason", 300)
+    bill = _locked_bill(session, bill_id)
+    _require_open(bill)
+    bill.credit_approved_at, bill.credit_approved_by_id, bill.credit_reason = utcnow(), actor.user_id, reason
+    bill.version += 1
+    session.flush()
+    audit.record(session, actor, "bill.credit_approve", "bill", bill.id, patient_id=bill.patient_id)
+    return bill
+
+
+def close_problem(totals: FinalTotals) -> tuple[str, str] | None:
+    """Why an open bill cannot close now, as (code, message), or None."""
+    if totals.closed:
+        return "bill_not_open", "The bill is closed already."
+    if totals.pending_discounts:
+        return "discount_pending", "A discount waits for approval: approve or reject it first."
+    if totals.patient_balance_paisa < 0:
+        return "refund_due", "The patient paid more than their share: record the refund first."
+    if totals.patient_balance_paisa > 0 and not totals.credit_approved:
+        return "balance_due", "The patient's share is not paid: collect it or have credit approved."
+    return None
+
+
+def _snapshot(session: Session, actor: Actor, bill: Bill, reason: str) -> BillVersion:
+    last = session.scalar(select(func.max(BillVersion.version_no)).where(BillVersion.bill_id == bill.id)) or 0
+    totals = _compute_totals(session, bill)
+    version = BillVersion(bill_id=bill.id, version_no=last + 1, totals=totals.as_dict(), reason=reason,
+                          created_by_id=actor.user_id, created_by_name=actor.username)
+    session.add(version)
+    session.flush()
+    return version
+
+
+def close_bill(session: Session, actor: Actor, bill_id: Any) -> BillVersion:
+    """Close (lock) a bill; return its version 1 snapshot.
+
+    Locks the bill row FOR UPDATE, then checks: it is open; no discount is pending
+    (Conflict `discount_pending`); the patient's balance is zero, or more than zero with
+    credit approved (Conflict `balance_due` otherwise); not below zero (Conflict
+    `refund_due`: record the refund first). Then: status closed, closed_at/by, a
+    BillVersion snapshot (version 1, reason "closed") and, when the payer's share is more
+    than zero, a Receivable for the payer class. Audited. From then on every charge,
+    credit, discount, deposit, payment, payer or package change is Conflict
+    `bill_not_open`; corrections are credit notes (`reverse_closed_charge`)."""
+    bill = _locked_bill(session, bill_id)
+    _require_open(bill)
+    totals = _compute_totals(session, bill)
+    problem = close_problem(totals)
+    if problem is not None:
+        raise Conflict(problem[1], code=problem[0])
+    bill.status, bill.closed_at, bill.closed_by_id = "closed", utcnow(), actor.user_id
+    bill.version += 1
+    session.flush()
+    version = _snapshot(session, actor, bill, "closed")
+    if totals.payer_share_paisa > 0:
+        session.add(Receivable(bill_id=bill.id, payer_class=bill.payer_class, amount_paisa=totals.payer_share_paisa,
+                               status="open"))
+        session.flush()
+    audit.record(session, actor, "bill.close", "bill", bill.id, patient_id=bill.patient_id,
+                 detail={"version_no": version.version_no, "net_paisa": totals.net_paisa,
+                         "payer_share_paisa": totals.payer_share_paisa,
+                         "patient_balance_paisa": totals.patient_balance_paisa})
+    return version
+
+
+def list_versions(session: Session, bill_id: int) -> list[BillVersion]:
+    return list(session.scalars(select(BillVersion).where(BillVersion.bill_id == bill_id)
+                                .order_by(BillVersion.version_no)))
+
+
+def list_credit_notes(session: Session, bill_id: int) -> list[CreditNote]:
+    return list(session.scalars(select(CreditNote).where(CreditNote.bill_id == bill_id).order_by(CreditNote.id)))
+
+
+def get_receivable(session: Session, bill_id: int) -> Receivable | None:
+    return session.scalar(select(Receivable).where(Receivable.bill_id == bill_id))
+
+
+def reverse_closed_charge(session: Session, actor: Actor, bill_id: Any, *, charge_id: Any, reason: Any,
+                          quantity: Any = None) -> CreditNote:
+    """Correct a closed bill: a credit note for `quantity` (default: all that is left) of
+    one of its charges, and a new bill version with the totals after it. The charges
+    themselves never change. The payer's receivable follows the new payer share; a
+    patient left in credit shows a refund due (record_refund pays it).
+
+    Finance manager or admin only (Forbidden). Conflict `bill_not_closed` on an open bill
+    (reverse the line instead); Conflict `already_reversed` when nothing of the charge is
+    left to credit; Invalid when the quantity is more than what is left. Locks the bill
+    row, then the credit note counter. Audited."""
+    if not actor.has_role(*APPROVER_ROLES):
+        raise Forbidden("Only a finance manager corrects a closed bill.", code="not_approver")
+    reason = _text(reason, "reason", 300)
+    charge_id = _as_id(charge_id, "charge")
+    bill = _locked_bill(session, bill_id)
+    if bill.status != "closed":
+        raise Conflict(f"Bill {bill.bill_no} is {bill.status}: only a closed bill takes credit notes.",
+                       code="bill_not_closed")
+    charge = session.get(Charge, charge_id)
+    if charge is None or charge.bill_id != bill.id:
+        raise NotFound(f"Bill {bill.bill_no} has no charge {charge_id}.", code="charge_not_found")
+    if charge.reversal_of_id is not None or charge.credit_of_id is not None:
+        raise Invalid("A credit line cannot be credited.", fields={"charge_id": ["is a credit"]})
+    noted = session.scalar(select(func.coalesce(func.sum(CreditNote.quantity), 0))
+                           .where(CreditNote.charge_id == charge.id)) or 0
+    left = charge.quantity - _credited_quantity(session, charge.id) - int(noted)
+    if left <= 0:
+        raise Conflict("This charge is credited in full already.", code="already_reversed")
+    quantity = left if quantity is None else _whole(quantity, "quantity", 1, MAX_QUANTITY)
+    if quantity > left:
+        raise Invalid(f"Only {left} can still be credited.", code="credit_exceeds_charge",
+                      fields={"quantity": [f"at most {left}"]})
+    last = session.scalar(select(func.max(BillVersion.version_no)).where(BillVersion.bill_id == bill.id)) or 0
+    note = CreditNote(credit_note_no=CREDIT_NOTE_NO_FORMAT.format(n=next_number(session, CREDIT_NOTE_COUNTER)),
+                      bill_id=bill.id, charge_id=charge.id, quantity=quantity,
+                      amount_paisa=quantity * charge.unit_price_paisa, reason=reason, bill_version_no=last + 1,
+                      created_by_id=actor.user_id, created_by_name=actor.username)
+    session.add(note)
+    bill.version += 1
+    session.flush()
+    version = _snapshot(session, actor, bill, f"credit note {note.credit_note_no}")
+    totals = _compute_totals(session, bill)
+    receivable = get_receivable(session, bill.id)
+    if receivable is not None:
+        receivable.amount_paisa, receivable.updated_at = totals.payer_share_paisa, utcnow()
+        if totals.payer_share_paisa == 0 and receivable.status == "open":
+            receivable.status = "cancelled"
+    elif totals.payer_share_paisa > 0:
+        session.add(Receivable(bill_id=bill.id, payer_class=bill.payer_class, amount_paisa=totals.payer_share_paisa))
+    session.flush()
+    audit.record(session, actor, "bill.credit_note", "credit_note", note.id, patient_id=bill.patient_id,
+                 detail={"bill_id": bill.id, "charge_id": charge.id, "quantity": quantity,
+                         "amount_paisa": note.amount_paisa, "version_no": version.version_no})
+    return note
+
+
+def reverse_bill_line(session: Session, actor: Actor, bill_id: Any, *, charge_id: Any, reason: Any,
+                      quantity: Any = None) -> tuple[Charge | CreditNote, bool]:
+    """Reverse one line of a bill: on an open bill the whole line (`reverse_charge`, a
+    partial quantity is Invalid); on a closed bill a credit note (`reverse_closed_charge`,
+    finance manager only). Returns (reversal charge or credit note, created)."""
+    bill = get_bill(session, bill_id)
+    if bill.status == "closed":
+        return reverse_closed_charge(session, actor, bill.id, charge_id=charge_id, reason=reason,
+                                     quantity=quantity), True
+    charge = session.get(Charge, _as_id(charge_id, "charge"))
+    if charge is None or charge.bill_id != bill.id:
+        raise NotFound(f"Bill {bill.bill_no} has no charge {charge_id}.", code="charge_not_found")
+    if quantity is not None and quantity != charge.quantity:
+        raise Invalid("An open bill's line is reversed whole.", fields={"quantity": ["reverse the whole line"]})
+    return reverse_charge(session, actor, charge.source_ref, reason)
+
+
+# --- gate pass, top-up ------------------------------------------------------------------
+
+def issue_gate_pass(session: Session, actor: Actor, bill_id: Any) -> str:
+    """The gate pass number of a closed bill (closed means settled or credit approved);
+    a second call returns the same number. Conflict `bill_not_closed` otherwise. Locks the
+    bill row, then the gate pass counter. Audited when issued."""
+    bill = _locked_bill(session, bill_id)
+    if bill.gate_pass_no is not None:
+        return bill.gate_pass_no
+    if bill.status != "closed":
+        raise Conflict(f"Bill {bill.bill_no} is not closed: settle it (or approve credit) and close it first.",
+                       code="bill_not_closed")
+    bill.gate_pass_no = GATE_PASS_NO_FORMAT.format(n=next_number(session, GATE_PASS_COUNTER))
+    bill.gate_pass_at = utcnow()
+    session.flush()
+    audit.record(session, actor, "bill.gate_pass", "bill", bill.id, patient_id=bill.patient_id,
+                 detail={"gate_pass_no": bill.gate_pass_no})
+    return bill.gate_pass_no
+
+
+def _deposit_balance(bill: Bill) -> int:
+    """Money received (deposits + payments - refunds) less the charges so far."""
+    return bill.paid_paisa - bill.charges_paisa
+
+
+def _open_topup(session: Session, bill_id: int) -> TopUpRequest | None:
+    return session.scalar(select(TopUpRequest).where(TopUpRequest.bill_id == bill_id,
+                                                     TopUpRequest.status == "open"))
+
+
+def _mark_topups_met(session: Session, bill: Bill) -> None:
+    request = _open_topup(session, bill.id)
+    if request is not None and _deposit_balance(bill) >= int(settings.get(session, TOPUP_THRESHOLD)):
+        request.status, request.met_at = "met", utcnow()
+        session.flush()
+
+
+def check_topup(session: Session, actor: Actor, bill_id: Any) -> TopUpRequest | None:
+    """Ask for more deposit when an open admission bill's deposit balance (received less
+    charges) is below the setting finance.deposit_topup_threshold_paisa and no request is
+    open; return the new request, else None. Locks the bill row (one open request per bill,
+    also a partial unique index). Audited when a request is made."""
+    bill = _locked_bill(session, bill_id)
+    if bill.status != "open" or bill.admission_id is None:
+        return None
+    balance = _deposit_balance(bill)
+    threshold = int(settings.get(session, TOPUP_THRESHOLD))
+    if balance >= threshold or _open_topup(session, bill.id) is not None:
+        return None
+    request = TopUpRequest(bill_id=bill.id, balance_paisa=balance, threshold_paisa=threshold, status="open")
+    request, created = _insert_or_existing(session, request, lambda: _open_topup(session, bill.id))
+    if not created:
+        return None
+    audit.record(session, actor, "bill.topup_request", "bill", bill.id, patient_id=bill.patient_id,
+                 detail={"balance_paisa": balance, "threshold_paisa": threshold})
+    return request
+
+
+def list_open_topups(session: Session) -> list[tuple[TopUpRequest, Bill, Patient]]:
+    """Open top-up requests of open bills, oldest first, with bill and patient. Reads only."""
+    rows = session.execute(select(TopUpRequest, Bill, Patient).join(Bill, Bill.id == TopUpRequest.bill_id)
+                           .join(Patient, Patient.id == Bill.patient_id)
+                           .where(TopUpRequest.status == "open", Bill.status == "open")
+                           .order_by(TopUpRequest.requested_at))
+    return [tuple(r) for r in rows]
+
+
+def list_awaiting_closure(session: Session, page: int = 1, size: int = 25) -> tuple[list[tuple[Bill, Patient]], int]:
+    """Finance's work queue: open admission bills whose final bill was asked for, oldest
+    request first, with their patients. Reads only."""
+    base = (select(Bill, Patient).join(Patient, Patient.id == Bill.patient_id)
+            .where(Bill.status == "open", Bill.final_requested_at.is_not(None)))
+    total = session.scalar(select(func.count()).select_from(base.subquery()))
+    rows = session.execute(base.order_by(Bill.final_requested_at, Bill.id).limit(size).offset((page - 1) * size))
+    return [(b, p) for b, p in rows], total
+
+
+def final_bill(session: Session, actor: Actor, bill_id: Any) -> dict:
+    """Everything the printed final (or interim) bill shows, as display strings: every line
+    with its source, the totals with the payer split, discounts, money received, credit
+    notes and the version. Audited as a read of the bill (view "final_bill")."""
+    bill = read_bill(session, actor, bill_id, view="final_bill")
+    patient = bill_patient(session, bill)
+    currency = config_of(session).currency
+    totals = _compute_totals(session, bill)
+    versions = list_versions(session, bill.id)
+
+    def when(value: datetime | None) -> str:
+        return local_time(session, value).strftime("%d %b %Y %H:%M") if value else ""
+
+    def m(paisa: int) -> str:
+        return format_money(paisa, currency)
+
+    lines = [{"description": c.description + (" (half days)" if c.half_day else ""),
+              "source": source_label(c.source_ref)["label"], "quantity": c.quantity,
+              "unit_price": m(c.unit_price_paisa), "amount": m(c.amount_paisa), "reason": c.reason or ""}
+             for c in bill.charges]
+    rows = [("Gross charges", m(totals.gross_paisa))]
+    if bill.package_code:
+        rows.append((f"Package {bill.package_code} adjustment", m(totals.package_adjustment_paisa)))
+    if totals.discounts_paisa:
+        rows.append(("Discounts", m(-totals.discounts_paisa)))
+    if totals.credit_notes_paisa:
+        rows.append(("Credit notes", m(-totals.credit_notes_paisa)))
+    rows += [("Net", m(totals.net_paisa)), ("Payer share", m(totals.payer_share_paisa)),
+             ("Patient share", m(totals.patient_share_paisa)), ("Deposits", m(totals.deposits_paisa)),
+             ("Payments", m(totals.payments_paisa)), ("Refunds", m(-totals.refunds_paisa)),
+             ("Patient balance", m(totals.patient_balance_paisa))]
+    return {
+        "bill_no": bill.bill_no, "stage": "FINAL" if totals.closed else "INTERIM",
+        "version": versions[-1].version_no if versions else None,
+        "mrn": patient.mrn, "patient_name": patient.name,
+        "payer_class": payer_class_name(session, bill.payer_class),
+        "verification_ref": bill.payer_verification_ref or "",
+        "package": bill.package_code or "", "bill_date": when(bill.opened_at), "closed_at": when(bill.closed_at),
+        "printed_at": when(utcnow()), "timezone": config_of(session).timezone, "lines": lines, "totals": rows,
+        "gate_pass_no": bill.gate_pass_no or "",
+        "credit_notes": [{"no": n.credit_note_no, "amount": m(n.amount_paisa), "reason": n.reason,
+                          "version": n.bill_version_no} for n in list_credit_notes(session, bill.id)],
     }

@@ -168,3 +168,35 @@ def test_postgres_one_key_raced_on_two_bills_pays_once(database, setup, monkeypa
     assert count(database, Payment) == 1 and count(database, IdempotencyKey) == 1
     with database.transaction(readonly=True) as s:
         assert services.totals_mismatches(s) == []
+
+
+@pytest.mark.postgres
+def test_postgres_close_and_payment_at_once_never_move_a_closed_bill(database, setup, monkeypatch):
+    """A payment and a close of one admission bill serialise on the bill row lock: the
+    payment lands first (and the close counts it) or is refused bill_not_open."""
+    with database.transaction() as s:
+        bill_id = services.open_bill(s, ACTOR, setup["patient"], admission_id=9).id
+        services.post_charge(s, ACTOR, bill_id, **lab("lab_order_item:90"))
+        services.approve_credit(s, Actor(user_id=None, username="fm", roles=frozenset({"finance_manager"})),
+                                bill_id, "corporate guarantee")
+    start = threading.Barrier(2)
+
+    def act(s, i):
+        start.wait(timeout=30)
+        if i == 0:
+            return services.close_bill(s, ACTOR, bill_id).totals
+        return services.record_payment(s, ACTOR, bill_id, amount_paisa=30000, method="cash",
+                                       idempotency_key="race-pay")[0].id
+
+    results = _run_pair(database, act)
+    snapshot = results[0]
+    with database.transaction(readonly=True) as s:
+        bill = s.get(Bill, bill_id)
+        assert bill.status == "closed"
+        after = services.final_totals(s, bill_id)
+    if isinstance(results[1], Conflict):
+        assert results[1].code == "bill_not_open" and after.payments_paisa == 0
+    else:
+        assert after.payments_paisa == 30000
+    assert snapshot["payments_paisa"] == after.payments_paisa
+    assert snapshot["patient_balance_paisa"] == after.patient_balance_paisa

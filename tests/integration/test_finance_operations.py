@@ -27,6 +27,13 @@ EXPECTED = {
     "finance.reverse_charge": {"source_ref": True, "reason": True},
     "finance.bill_status": {"bill_id": True},
     "finance.fee_before_consultation": {},
+    "finance.set_payer": {"bill_id": True, "payer_class": True, "member_no": False, "verification_ref": False,
+                          "coverage_limit_paisa": False},
+    "finance.record_deposit": {"bill_id": True, "amount_paisa": True, "method": False, "reference": False},
+    "finance.final_totals": {"bill_id": True},
+    "finance.issue_gate_pass": {"bill_id": True},
+    "finance.check_topup": {"bill_id": True},
+    "finance.request_final": {"bill_id": True},
 }
 
 
@@ -129,12 +136,12 @@ def test_demo_load_is_idempotent_and_keeps_changed_prices(database):
     actor = Actor.system("demo")
     with database.transaction() as s:
         first = demo.load(s, actor)
-    assert first[0] == "payer classes: 1 created, 0 already present"
+    assert first[0] == "payer classes: 2 created, 0 already present"
     assert first[1] == f"tariff items: {len(demo.tariff_rows())} created, 0 already present"
     with database.transaction() as s:
         services.set_price(s, actor, "LAB-CBC", "cash", 85000)
         again = demo.load(s, actor)
-        assert again == ["payer classes: 0 created, 1 already present",
+        assert again == ["payer classes: 0 created, 2 already present",
                          f"tariff items: 0 created, {len(demo.tariff_rows())} already present",
                          f"panel-ptcl prices: 0 set, {len(demo.PANEL_PRICES)} already present"]
     with database.transaction(readonly=True) as s:

@@ -11,6 +11,7 @@ from finance import services
 from finance.models import Bill, Charge, IdempotencyKey, Payment
 from hms.audit import Actor, AuditLog
 from hms.errors import Conflict, Invalid, NotFound
+from hms.db import utcnow
 from hms.patients.models import Patient
 
 CASH = "cash"
@@ -70,7 +71,8 @@ def totals(database, bill_id):
 
 def close(database, bill_id, status="closed"):
     with database.transaction() as s:
-        s.get(Bill, bill_id).status = status
+        bill = s.get(Bill, bill_id)
+        bill.status, bill.closed_at = status, utcnow()
 
 
 def lab(ref="lab_order_item:1", code="LAB-CBC", **extra):
@@ -440,7 +442,8 @@ def test_audit_rows_hold_ids_and_amounts_not_names(database, seeded, cashier):
                          .order_by(AuditLog.seq)).all()
     assert [r.action for r in rows] == ["bill.open", "charge.post", "payment.record"]
     assert all(r.patient_id == seeded["patient"] and r.actor_name == "nadia" for r in rows)
-    assert rows[2].detail == {"bill_id": bill.id, "receipt_no": "R-000001", "amount_paisa": 80000, "method": "cash"}
+    assert rows[2].detail == {"bill_id": bill.id, "receipt_no": "R-000001", "amount_paisa": 80000, "method": "cash",
+                             "kind": "payment"}
     assert "Ahmed" not in str([r.detail for r in rows])
 
 

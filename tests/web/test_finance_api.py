@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 
 from finance import services
 from finance.models import Bill, Payment
+from hms.db import utcnow
 from hms.audit import Actor, AuditLog
 from hms.errors import Conflict
 from hms.patients.models import Patient
@@ -142,7 +143,8 @@ def test_wallet_payments_need_a_reference(cashier, bill):
 
 def test_a_closed_bill_refuses_payments_and_charges_with_409(cashier, bill, database):
     with database.transaction() as s:
-        s.get(Bill, bill["id"]).status = "closed"
+        closed = s.get(Bill, bill["id"])
+        closed.status, closed.closed_at = "closed", utcnow()
     resp = pay(cashier, bill["id"], {"amount": 100, "method": "cash"})
     assert resp.status_code == 409 and resp.get_json()["error"]["code"] == "bill_not_open"
     with database.transaction() as s:

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from finance import services
 from finance.models import Bill, Payment
+from hms.db import utcnow
 from hms.audit import Actor
 from hms.patients.models import Patient
 
@@ -155,7 +156,8 @@ def test_reception_sees_the_bill_but_not_the_payment_form_and_nurses_see_neither
 
 def test_a_closed_bill_has_no_payment_form(cashier, bill, database):
     with database.transaction() as s:
-        s.get(Bill, bill).status = "closed"
+        closed = s.get(Bill, bill)
+        closed.status, closed.closed_at = "closed", utcnow()
     page = text(cashier.get(f"/bills/{bill}"))
     assert "This bill is closed; it takes no more payments." in page and "idempotency_key" not in page
 
