@@ -243,7 +243,7 @@ def _order_medicine(session: Session, actor: Actor, admission, data: dict) -> di
             raise Invalid("first_due_at is an ISO date and time.", fields={"first_due_at": ["Not a date-time."]}) \
                 from None
     order = nursing.start_medication_order(
-        session, actor, admission.id, item_code=code, medicine_name=data.get("medicine_name") or item.name,
+        session, actor, admission.id, item_code=code, medicine_name=data.get("medicine_name") or item.display_name,
         dose=_text(data, "dose", required=True, max_len=60), route=data.get("route") or "oral",
         every_hours=data.get("every_hours"), first_due_at=first_due)
     bill = admission_bill(session, admission.id)

@@ -304,7 +304,11 @@ def discharge_billing() -> Process:
     p.xor("gw_closed", "Closed?", CA)
     p.service("gate_pass", "Issue the gate pass", CA, op="finance.issue_gate_pass", params={"bill_id": "bill_id"},
               result="gate_pass")
-    p.service("discharge", "Patient leaves the bed", NU, op="wards.discharge_patient",
+    p.user("see_off", "Patient leaves", NU, form="patient_leaves", var="leaving", scope="ward",
+           ward="=admission['ward_id']", due_in="PT1H", show="gate_pass",
+           instructions="The bill is settled and the gate pass issued: hand over the summary and medicines, "
+                        "then confirm the patient has left the bed.")
+    p.service("discharge", "Bed vacated", NU, op="wards.discharge_patient",
               params={"admission_id": "admission_id"}, result="vacated")
     p.user("clean", "Clean the bed", HK, form="clean_bed", var="cleaning", scope="ward", ward="=vacated['ward_id']",
            due_in="PT1H", show="vacated")
@@ -323,7 +327,7 @@ def discharge_billing() -> Process:
     p.chain("gw_returns_done", "bed_days", "post_bed_days", "totals", "close", "closed_check", "gw_closed")
     p.flow("gw_closed", "gate_pass", "totals['closed'] == True", name="closed")
     p.flow("gw_closed", "close", default=True, name="still open")
-    p.chain("gate_pass", "discharge", "clean", "bed_free", "end")
+    p.chain("gate_pass", "see_off", "discharge", "clean", "bed_free", "end")
     return p
 
 
