@@ -135,19 +135,19 @@ def test_demo_twice_is_idempotent(hms, database):
     assert first.exit_code == 0, first.output
     assert "departments: 6 created, 0 already present" in first.output
     assert "wards: 7 created (54 beds), 0 already present" in first.output
-    assert "users: 12 created, 0 already present" in first.output
+    assert "users: 13 created, 0 already present" in first.output
     assert "patients: 50 registered, 0 already present" in first.output
     assert "demo logins (password hms-demo):" in first.output
     assert "doctor" in first.output and "Dr. Ayesha Siddiqui" in first.output
     counts = _table_counts(database)
     assert (counts["department"], counts["ward"], counts["bed"], counts["app_user"], counts["patient"]) == \
-        (6, 7, 54, 12, 50)
+        (6, 7, 54, 13, 50)
 
     second = hms("demo")
     assert second.exit_code == 0, second.output
     assert "departments: 0 created, 6 already present" in second.output
     assert "wards: 0 created, 7 already present" in second.output
-    assert "users: 0 created, 12 already present" in second.output
+    assert "users: 0 created, 13 already present" in second.output
     assert "patients: 0 registered, 50 already present" in second.output
     assert _table_counts(database) == counts
     assert hms("audit", "verify").exit_code == 0

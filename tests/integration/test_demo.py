@@ -213,7 +213,7 @@ def test_fills_in_what_is_missing(database):
         summary = load_demo(s)
         doctor = s.execute(select(User).where(User.username == "doctor")).scalar_one()
         assert doctor.full_name == "Dr. Someone Else"  # an existing account is left alone
-    assert "users: 11 created, 1 already present" in summary
+    assert "users: 12 created, 1 already present" in summary
     assert "patients: 49 registered, 1 already present" in summary
 
 
