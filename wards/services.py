@@ -126,21 +126,26 @@ def list_wards(session: Session, *, ward_ids: Iterable[int] | None = None,
     return views
 
 
+def _row(session: Session, model, row_id: Any, what: str, *, lock: bool = False):
+    """The row of `model` with that id, or NotFound `<what>_not_found`. With `lock`, the
+    row is locked until the transaction ends and read fresh from the database."""
+    number = record_id(row_id, what)
+    if lock:
+        row = session.execute(select(model).where(model.id == number).with_for_update()
+                              .execution_options(populate_existing=True)).scalar_one_or_none()
+    else:
+        row = session.get(model, number)
+    if row is None:
+        raise NotFound(f"No {what} with id {row_id}.", code=f"{what}_not_found")
+    return row
+
+
 def get_bed(session: Session, bed_id: Any) -> Bed:
-    bed = session.get(Bed, record_id(bed_id, "bed"))
-    if bed is None:
-        raise NotFound(f"No bed with id {bed_id}.", code="bed_not_found")
-    return bed
+    return _row(session, Bed, bed_id, "bed")
 
 
 def _locked_bed(session: Session, bed_id: Any) -> Bed:
-    """The bed row, locked until the transaction ends, read fresh from the database."""
-    number = record_id(bed_id, "bed")
-    bed = session.execute(select(Bed).where(Bed.id == number).with_for_update()
-                          .execution_options(populate_existing=True)).scalar_one_or_none()
-    if bed is None:
-        raise NotFound(f"No bed with id {bed_id}.", code="bed_not_found")
-    return bed
+    return _row(session, Bed, bed_id, "bed", lock=True)
 
 
 def _active_assignment(session: Session, bed: Bed) -> BedAssignment | None:
@@ -360,20 +365,12 @@ DOCTOR_ROLES = ("doctor",)
 
 def get_admission(session: Session, admission_id: Any) -> Admission:
     """The admission, or NotFound `admission_not_found`. No lock."""
-    admission = session.get(Admission, record_id(admission_id, "admission"))
-    if admission is None:
-        raise NotFound(f"No admission with id {admission_id}.", code="admission_not_found")
-    return admission
+    return _row(session, Admission, admission_id, "admission")
 
 
 def _locked_admission(session: Session, admission_id: Any) -> Admission:
     """The admission row, locked until the transaction ends, read fresh."""
-    number = record_id(admission_id, "admission")
-    admission = session.execute(select(Admission).where(Admission.id == number).with_for_update()
-                                .execution_options(populate_existing=True)).scalar_one_or_none()
-    if admission is None:
-        raise NotFound(f"No admission with id {admission_id}.", code="admission_not_found")
-    return admission
+    return _row(session, Admission, admission_id, "admission", lock=True)
 
 
 def _lock_admission_of_bed(session: Session, bed_id: Any) -> Admission | None:
