@@ -369,17 +369,27 @@ def _credit_return(session: Session, actor: Actor, *, dispense_line_id: int, qua
         pass  # issued without a charge (e.g. before billing was set up): nothing to credit
 
 
-def _cancel_stopped_doses(session: Session, actor: Actor, *, instance_ids: list[int], order_id: int, **_) -> None:
-    """A stopped medicine: the task instances of its cancelled dose slots end with it."""
+def _cancel_instances(session: Session, actor: Actor, instance_ids, reason: str) -> None:
     for instance_id in instance_ids:
         instance = session.get(ProcessInstance, instance_id)
         if instance is not None and instance.status in ("running", "waiting"):
-            engine.cancel_instance(session, actor, instance_id, f"Medicine order {order_id} stopped")
+            engine.cancel_instance(session, actor, instance_id, reason)
+
+
+def _cancel_stopped_doses(session: Session, actor: Actor, *, instance_ids: list[int], order_id: int, **_) -> None:
+    """A stopped medicine: the task instances of its cancelled dose slots end with it."""
+    _cancel_instances(session, actor, instance_ids, f"Medicine order {order_id} stopped")
+
+
+def _cancel_transfer_task(session: Session, actor: Actor, *, transfer_id: int, instance_id: int | None, **_) -> None:
+    """A withdrawn transfer: the receiving ward's waiting task ends with it."""
+    _cancel_instances(session, actor, [instance_id] if instance_id else [], f"Transfer {transfer_id} cancelled")
 
 
 def register() -> None:
     events.subscribe("inventory.return_received", _credit_return)
     events.subscribe("wards.dose_slots_cancelled", _cancel_stopped_doses)
+    events.subscribe("wards.transfer_cancelled", _cancel_transfer_task)
 
 
 # --- JSON API --------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from hms import settings
+from hms import events, settings
 from hms.audit import Actor, record
 from hms.auth.models import User
 from hms.db import next_number, utcnow
@@ -724,7 +724,11 @@ def cancel_transfer(session: Session, actor: Actor, transfer_id: Any, reason: An
     transfer = _locked_transfer(session, transfer_id)
     _decidable(transfer)
     _check_clinical_scope(actor, transfer.from_ward_id)
-    return _decide(session, actor, transfer, "cancelled", text, "transfer.cancel")
+    transfer = _decide(session, actor, transfer, "cancelled", text, "transfer.cancel")
+    # The receiving ward's waiting task ends too (the inpatient journey cancels it).
+    events.publish(session, actor, "wards.transfer_cancelled", transfer_id=transfer.id,
+                   instance_id=transfer.instance_id)
+    return transfer
 
 
 def _decide(session: Session, actor: Actor, transfer: Transfer, state: str, note: str | None,

@@ -270,3 +270,30 @@ def test_a_whole_stay(hospital, patient, database):
     assert [v["version_no"] for v in after["versions"]] == [1, 2]
     assert after["credit_notes"][0]["amount_paisa"] == procedure["amount_paisa"]
     assert after["totals"]["credit_notes_paisa"] == procedure["amount_paisa"]
+
+
+def test_withdrawn_transfer_and_stopped_medicine_leave_no_task_behind(hospital, patient, database):
+    """A cancelled transfer takes the receiving ward's task away; a stopped medicine takes
+    its future doses off the ward's queue."""
+    from journeys import inpatient
+
+    h = hospital
+    aid = post(h["doc"], "/api/v1/admissions", {"patient_id": patient["id"], "department_id": h["department_id"],
+                                                "ward_id": h["wards"]["mw"]}, expect=201)["id"]
+    complete(h["rec"], task(h["rec"], "desk"), {"payer_class": "cash", "deposit_method": "cash"})
+    complete(h["nurse_mw"], task(h["nurse_mw"], "receive"), {"arrived": True})
+
+    moved = post(h["doc"], f"/api/v1/admissions/{aid}/transfers",
+                 {"to_ward_id": h["wards"]["pvt"], "reason": "Isolation"}, expect=201)
+    task(h["nurse_pvt"], "decide", moved["instance_id"])
+    post(h["doc"], f"/api/v1/transfers/{moved['id']}/cancel", {"reason": "Isolation not needed"})
+    no_task(h["nurse_pvt"], "decide")
+
+    order = post(h["doc"], f"/api/v1/admissions/{aid}/orders",
+                 {"kind": "medication", "item_code": "PCM1GIV", "dose": "1 g", "route": "iv", "every_hours": 8,
+                  "issue_quantity": 3, "first_due_at": (utcnow() + timedelta(minutes=30)).isoformat()}, expect=201)
+    with database.transaction() as s:
+        assert inpatient.schedule_nursing(s, utcnow())["doses"] == 1
+    task(h["nurse_mw"], "do")
+    post(h["doc"], f"/api/v1/medication-orders/{order['order_id']}/stop", {"reason": "Fever settled"})
+    no_task(h["nurse_mw"], "do")
