@@ -297,3 +297,26 @@ def test_withdrawn_transfer_and_stopped_medicine_leave_no_task_behind(hospital, 
     task(h["nurse_mw"], "do")
     post(h["doc"], f"/api/v1/medication-orders/{order['order_id']}/stop", {"reason": "Fever settled"})
     no_task(h["nurse_mw"], "do")
+
+
+def test_lab_tests_ordered_on_the_ward_are_charged_and_hold_the_discharge(hospital, patient):
+    h = hospital
+    aid = post(h["doc"], "/api/v1/admissions", {"patient_id": patient["id"], "department_id": h["department_id"],
+                                                "ward_id": h["wards"]["mw"]}, expect=201)["id"]
+    complete(h["rec"], task(h["rec"], "desk"), {"payer_class": "cash", "deposit_method": "cash"})
+    complete(h["nurse_mw"], task(h["nurse_mw"], "receive"), {"arrived": True})
+    post(h["doc"], f"/api/v1/admissions/{aid}/orders", {"kind": "diet", "description": "Soft diet"}, expect=201)
+    lab = post(h["doc"], f"/api/v1/admissions/{aid}/orders", {"kind": "lab", "test_codes": ["CBC"]}, expect=201)
+    task(h["lab"], "collect", lab["instance_id"])  # the lab's own pathway has started
+    bill = bill_for(h["cash"], aid)
+    assert [line["kind"] for line in bill["lines"]] == ["lab"]
+    orders = admission(h["doc"], aid)["orders"]
+    assert sorted(o["kind"] for o in orders) == ["diet", "lab"]
+
+    started = post(h["doc"], f"/api/v1/admissions/{aid}/discharge", expect=201)
+    complete(h["doc"], task(h["doc"], "write_summary"),
+             {"diagnoses": [{"text": "Anaemia"}], "condition": "improved"})
+    nursing = task(h["nurse_mw"], "nursing", started["instance_id"])
+    complete(h["nurse_mw"], nursing, {"returns": []})
+    blockers = context(h["nurse_mw"], task(h["nurse_mw"], "nursing", started["instance_id"]))["gate"]["blockers"]
+    assert [b["kind"] for b in blockers] == ["lab_pending"] and lab["order_no"] in blockers[0]["text"]
