@@ -252,4 +252,6 @@ def admissions_page():
 def admission_page(admission_id: int):
     session = db_session()
     view = services.admission_detail(session, current_actor(), admission_id)
-    return render_template("wards/admission.html", v=view, a=view.admission, labels=ADMISSION_STATE_LABELS)
+    wards = [w.ward for w in services.list_wards(session)]
+    return render_template("wards/admission.html", v=view, a=view.admission, labels=ADMISSION_STATE_LABELS,
+                           all_wards=wards)
