@@ -21,13 +21,19 @@ KINDS = {
                     "kind IN ('consultation', 'lab', 'procedure', 'bed', 'nursing', 'other')"),
     "payer_class": ("kind IN ('cash', 'panel', 'corporate', 'sehat')", "kind IN ('cash', 'panel', 'corporate')"),
 }
+ROLE_CHECKS = ("role IN ('reception', 'nurse', 'charge_nurse', 'doctor', 'lab_technician', 'pathologist', "
+               "'pharmacist', 'cashier', 'finance_manager', 'department_head', 'housekeeping', 'admin')",
+               "role IN ('reception', 'nurse', 'doctor', 'lab_technician', 'pathologist', 'pharmacist', "
+               "'cashier', 'finance_manager', 'department_head', 'housekeeping', 'admin')")
 
 
 def _replace_kind_checks(new: bool) -> None:
-    for table, (after, before) in KINDS.items():
+    checks = [(table, "kind", after, before) for table, (after, before) in KINDS.items()]
+    checks.append(("user_role", "role", *ROLE_CHECKS))  # the charge nurse role
+    for table, column, after, before in checks:
         with op.batch_alter_table(table, schema=None) as batch_op:
-            batch_op.drop_constraint(op.f(f'ck_{table}_kind'), type_='check')
-            batch_op.create_check_constraint(op.f(f'ck_{table}_kind'), after if new else before)
+            batch_op.drop_constraint(op.f(f'ck_{table}_{column}'), type_='check')
+            batch_op.create_check_constraint(op.f(f'ck_{table}_{column}'), after if new else before)
 
 
 revision = 'd92005c3d327'
