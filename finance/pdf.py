@@ -27,15 +27,21 @@ class _ReceiptPDF(FPDF):
         self.cell(0, 5, f"Page {self.page_no()}/{{nb}}", align="C")
 
 
-def receipt_pdf(data: dict) -> bytes:
-    """Render the receipt of one bill; returns the bytes of a PDF document."""
-    pdf = _ReceiptPDF(orientation="P", unit="mm", format=A5_MM)
-    pdf.set_title(_latin1(f"Receipt {data['bill_no']}"))
+def _document(page_format, title: str, margin: int) -> "_ReceiptPDF":
+    """A new one-page-so-far document with the page-number footer."""
+    pdf = _ReceiptPDF(orientation="P", unit="mm", format=page_format)
+    pdf.set_title(_latin1(title))
     pdf.set_author("HMS")
-    pdf.set_margins(10, 10, 10)
+    pdf.set_margins(margin, margin, margin)
     pdf.set_auto_page_break(auto=True, margin=14)
     pdf.alias_nb_pages()
     pdf.add_page()
+    return pdf
+
+
+def receipt_pdf(data: dict) -> bytes:
+    """Render the receipt of one bill; returns the bytes of a PDF document."""
+    pdf = _document(A5_MM, f"Receipt {data['bill_no']}", 10)
     width = pdf.epw
 
     pdf.set_font("Helvetica", "B", 13)
@@ -97,13 +103,7 @@ def receipt_pdf(data: dict) -> bytes:
 def final_bill_pdf(data: dict) -> bytes:
     """Render the final (or interim) inpatient bill of finance.services.final_bill: A4,
     every line with its source, totals with the payer split, credit notes, the version."""
-    pdf = _ReceiptPDF(orientation="P", unit="mm", format="A4")
-    pdf.set_title(_latin1(f"{data['stage'].title()} bill {data['bill_no']}"))
-    pdf.set_author("HMS")
-    pdf.set_margins(12, 12, 12)
-    pdf.set_auto_page_break(auto=True, margin=14)
-    pdf.alias_nb_pages()
-    pdf.add_page()
+    pdf = _document("A4", f"{data['stage'].title()} bill {data['bill_no']}", 12)
     width = pdf.epw
 
     pdf.set_font("Helvetica", "B", 15)
