@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 
-from sqlalchemy import JSON, DateTime, MetaData, String, create_engine, event
+from sqlalchemy import JSON, DateTime, MetaData, String, create_engine, event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -226,3 +226,21 @@ def import_all_models() -> None:
 
     for name in MODEL_MODULES:
         importlib.import_module(name)
+
+
+def get_row(session: Session, model, row_id: Any, what: str, *, code: str | None = None, lock: bool = False):
+    """The row of `model` (primary key `id`) or NotFound naming `what` ("No dose slot with id
+    9", code `dose_slot_not_found` unless `code` is given); a bad id is also NotFound. With
+    `lock`, the row is locked until the transaction ends and read fresh (SELECT ... FOR UPDATE)."""
+    from hms.errors import NotFound, record_id
+
+    code = code or f"{what.replace(' ', '_')}_not_found"
+    number = record_id(row_id, what, code)
+    if lock:
+        row = session.execute(select(model).where(model.id == number).with_for_update()
+                              .execution_options(populate_existing=True)).scalar_one_or_none()
+    else:
+        row = session.get(model, number)
+    if row is None:
+        raise NotFound(f"No {what} with id {row_id}.", code=code)
+    return row

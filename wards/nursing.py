@@ -36,8 +36,8 @@ from sqlalchemy.orm import Session
 
 from hms import events, settings
 from hms.audit import Actor, record
-from hms.db import config_of, utcnow
-from hms.errors import Conflict, Forbidden, Invalid, NotFound, record_id
+from hms.db import config_of, get_row, utcnow
+from hms.errors import Conflict, Forbidden, Invalid
 from hms.patients.models import Patient
 from wards.models import Admission, Bed
 from wards.nursing_models import (DEFAULT_ROUND_HOURS, EVERY_HOURS_RANGE, REASON_STATUSES, RECORDED_STATUSES,
@@ -150,33 +150,19 @@ def _insert_once(session: Session, row) -> bool:
 # --- reads ---------------------------------------------------------------------------------
 
 def get_round(session: Session, round_id: Any) -> VitalsRound:
-    row = session.get(VitalsRound, record_id(round_id, "vitals round", "round_not_found"))
-    if row is None:
-        raise NotFound(f"No vitals round with id {round_id}.", code="round_not_found")
-    return row
+    return get_row(session, VitalsRound, round_id, "vitals round", code="round_not_found")
 
 
 def get_slot(session: Session, slot_id: Any) -> DoseSlot:
-    row = session.get(DoseSlot, record_id(slot_id, "dose slot", "slot_not_found"))
-    if row is None:
-        raise NotFound(f"No dose slot with id {slot_id}.", code="slot_not_found")
-    return row
+    return get_row(session, DoseSlot, slot_id, "dose slot", code="slot_not_found")
 
 
 def get_order(session: Session, order_id: Any) -> MedicationOrder:
-    row = session.get(MedicationOrder, record_id(order_id, "medication order", "order_not_found"))
-    if row is None:
-        raise NotFound(f"No medication order with id {order_id}.", code="order_not_found")
-    return row
+    return get_row(session, MedicationOrder, order_id, "medication order", code="order_not_found")
 
 
 def _locked(session: Session, model, item_id: Any, what: str, code: str):
-    number = record_id(item_id, what, code)
-    row = session.execute(select(model).where(model.id == number).with_for_update()
-                          .execution_options(populate_existing=True)).scalar_one_or_none()
-    if row is None:
-        raise NotFound(f"No {what} with id {item_id}.", code=code)
-    return row
+    return get_row(session, model, item_id, what, code=code, lock=True)
 
 
 def round_interval(session: Session, admission_id: int) -> int:

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 from hms import events, settings
 from hms.audit import Actor, record
 from hms.auth.models import User
-from hms.db import next_number, utcnow
+from hms.db import get_row, next_number, utcnow
 from hms.org.models import Department
 from hms.errors import Conflict, Forbidden, Invalid, NotFound, record_id
 from hms.patients.models import Patient
@@ -126,26 +126,12 @@ def list_wards(session: Session, *, ward_ids: Iterable[int] | None = None,
     return views
 
 
-def _row(session: Session, model, row_id: Any, what: str, *, lock: bool = False):
-    """The row of `model` with that id, or NotFound `<what>_not_found`. With `lock`, the
-    row is locked until the transaction ends and read fresh from the database."""
-    number = record_id(row_id, what)
-    if lock:
-        row = session.execute(select(model).where(model.id == number).with_for_update()
-                              .execution_options(populate_existing=True)).scalar_one_or_none()
-    else:
-        row = session.get(model, number)
-    if row is None:
-        raise NotFound(f"No {what} with id {row_id}.", code=f"{what}_not_found")
-    return row
-
-
 def get_bed(session: Session, bed_id: Any) -> Bed:
-    return _row(session, Bed, bed_id, "bed")
+    return get_row(session, Bed, bed_id, "bed")
 
 
 def _locked_bed(session: Session, bed_id: Any) -> Bed:
-    return _row(session, Bed, bed_id, "bed", lock=True)
+    return get_row(session, Bed, bed_id, "bed", lock=True)
 
 
 def _active_assignment(session: Session, bed: Bed) -> BedAssignment | None:
@@ -365,12 +351,12 @@ DOCTOR_ROLES = ("doctor",)
 
 def get_admission(session: Session, admission_id: Any) -> Admission:
     """The admission, or NotFound `admission_not_found`. No lock."""
-    return _row(session, Admission, admission_id, "admission")
+    return get_row(session, Admission, admission_id, "admission")
 
 
 def _locked_admission(session: Session, admission_id: Any) -> Admission:
     """The admission row, locked until the transaction ends, read fresh."""
-    return _row(session, Admission, admission_id, "admission", lock=True)
+    return get_row(session, Admission, admission_id, "admission", lock=True)
 
 
 def _lock_admission_of_bed(session: Session, bed_id: Any) -> Admission | None:
@@ -579,19 +565,11 @@ def get_assessment(session: Session, admission_id: int) -> AdmissionAssessment |
 # --- Transfers -------------------------------------------------------------------------
 
 def get_transfer(session: Session, transfer_id: Any) -> Transfer:
-    transfer = session.get(Transfer, record_id(transfer_id, "transfer"))
-    if transfer is None:
-        raise NotFound(f"No transfer with id {transfer_id}.", code="transfer_not_found")
-    return transfer
+    return get_row(session, Transfer, transfer_id, "transfer")
 
 
 def _locked_transfer(session: Session, transfer_id: Any) -> Transfer:
-    number = record_id(transfer_id, "transfer")
-    transfer = session.execute(select(Transfer).where(Transfer.id == number).with_for_update()
-                               .execution_options(populate_existing=True)).scalar_one_or_none()
-    if transfer is None:
-        raise NotFound(f"No transfer with id {transfer_id}.", code="transfer_not_found")
-    return transfer
+    return get_row(session, Transfer, transfer_id, "transfer", lock=True)
 
 
 def list_transfers(session: Session, admission_id: int) -> list[Transfer]:
@@ -745,10 +723,7 @@ def _decide(session: Session, actor: Actor, transfer: Transfer, state: str, note
 # --- Doctor orders ---------------------------------------------------------------------
 
 def get_order(session: Session, order_id: Any) -> WardOrder:
-    order = session.get(WardOrder, record_id(order_id, "order"))
-    if order is None:
-        raise NotFound(f"No order with id {order_id}.", code="order_not_found")
-    return order
+    return get_row(session, WardOrder, order_id, "order")
 
 
 def list_orders(session: Session, admission_id: int) -> list[WardOrder]:
